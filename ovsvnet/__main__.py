@@ -1,0 +1,3 @@
+from ovsvnet.cli import main
+
+main()

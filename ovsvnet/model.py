@@ -1,0 +1,80 @@
+"""Names and markers ovsvnet puts into OVSDB, and the MTU arithmetic.
+
+Everything ovsvnet creates is findable with ``ovs-vsctl`` through these keys, and ovsvnet
+only ever modifies or deletes rows that carry ``ovsvnet-role``: a bridge or port someone else
+made is never touched.
+
+==================================  ===========================================================
+Row / key                           Meaning
+==================================  ===========================================================
+Bridge ``ovsvnet-role=vnet``        a vnet's bridge (domains plug in here)
+Bridge ``ovsvnet-id``               the vnet id, canonical 8 x %04x form
+Bridge ``ovsvnet-config``           the definition as one SXP expression (source of truth)
+Bridge ``ovsvnet-role=transport``   the host's transport bridge ``br-vnet``
+Port   ``ovsvnet-role=patch``       a patch port joining a vnet bridge to br-vnet
+Port   ``ovsvnet-role=vnetif``      the vnet's host interface (Xen's vnif)
+Port   ``ovsvnet-role=tunnel``      a tunnel port to one peer (``ovsvnet-peer=<address>``)
+Port   ``ovsvnet-vnet``             the vnet id a patch/vnetif port belongs to
+Open_vSwitch ``ovsvnet-peer-<A>``   a static peer at address A; value = its tunnel UDP port
+Open_vSwitch ``ovsvnet-local-ip``   tunnel endpoint, when not detected from the routes
+Open_vSwitch ``ovsvnet-datapath``   datapath type for new bridges (netdev|system)
+Open_vSwitch ``ovsvnet-underlay-mtu`` underlay MTU, when not detected from the routes
+==================================  ===========================================================
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+
+TRANSPORT_BRIDGE = "br-vnet"
+
+ROLE = "ovsvnet-role"
+VNET_ID = "ovsvnet-id"
+CONFIG = "ovsvnet-config"
+PORT_VNET = "ovsvnet-vnet"
+PORT_PEER = "ovsvnet-peer"
+PEER_PREFIX = "ovsvnet-peer-"
+LOCAL_IP = "ovsvnet-local-ip"
+DATAPATH = "ovsvnet-datapath"
+UNDERLAY_MTU = "ovsvnet-underlay-mtu"
+
+ROLE_VNET = "vnet"
+ROLE_TRANSPORT = "transport"
+ROLE_PATCH = "patch"
+ROLE_VNETIF = "vnetif"
+ROLE_TUNNEL = "tunnel"
+
+VXLAN_PORT = 4789
+DEFAULT_UNDERLAY_MTU = 1500
+
+#: Bytes VXLAN adds in front of the guest's frame: outer Ethernet is not counted by the
+#: underlay MTU, so it is IP + UDP + VXLAN + the inner Ethernet header.
+VXLAN_OVERHEAD = {4: 20 + 8 + 8 + 14, 6: 40 + 8 + 8 + 14}
+
+
+def vnet_patch_name(key: int) -> str:
+    """The patch port on the vnet bridge side (``vt-`` = "vnet to transport")."""
+    return f"vt-{key:06x}"
+
+
+def transport_patch_name(key: int) -> str:
+    """The patch port on the transport side (``vp-`` = "vnet patch")."""
+    return f"vp-{key:06x}"
+
+
+def tunnel_port_name(address: str) -> str:
+    """``vx-`` + the IPv4 address in hex (11 chars), or a 12-hex digest for IPv6.
+
+    Interface names are limited to 15 characters, so the address itself cannot be used;
+    the full address is in ``options:remote_ip`` and ``external_ids:ovsvnet-peer``.
+    """
+    ip = ipaddress.ip_address(address)
+    if ip.version == 4:
+        return f"vx-{int(ip):08x}"
+    return "vx-" + hashlib.sha1(ip.packed).hexdigest()[:12]
+
+
+def vnet_mtu(underlay_mtu: int, ip_version: int = 4) -> int:
+    """The largest guest MTU whose frames cross the underlay unfragmented."""
+    return underlay_mtu - VXLAN_OVERHEAD[ip_version]

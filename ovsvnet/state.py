@@ -1,0 +1,109 @@
+"""Read ovsvnet's state back out of OVSDB: definitions, static peers, host settings.
+
+OVSDB is the only store: a vnet's definition lives in its bridge's ``external_ids``, static
+peers and host settings in the Open_vSwitch row's ``external_ids`` (keys in
+:mod:`ovsvnet.model`). Nothing is cached on disk elsewhere, so ``ovs-vsctl`` always shows the
+truth and a restart of anything loses nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from ovsvnet import model as M
+from ovsvnet.config import VnetConfig
+from ovsvnet.errors import ConfigError, OvsvnetError
+from ovsvnet.ovsdb import Ovsdb
+from ovsvnet.vnetid import VnetId
+
+
+@dataclass(frozen=True)
+class StaticPeer:
+    address: str
+    port: int = M.VXLAN_PORT
+
+
+@dataclass(frozen=True)
+class BrokenVnet:
+    """A bridge marked as a vnet whose stored definition no longer parses."""
+
+    bridge: str
+    reason: str
+
+
+def ext(row: Any, key: str) -> str | None:
+    return row.external_ids.get(key)
+
+
+def role(row: Any) -> str | None:
+    return row.external_ids.get(M.ROLE)
+
+
+def definitions(db: Ovsdb) -> tuple[dict[VnetId, VnetConfig], list[BrokenVnet]]:
+    """Every vnet defined on this host, keyed by id, plus bridges whose record is broken."""
+    found: dict[VnetId, VnetConfig] = {}
+    broken: list[BrokenVnet] = []
+    for br in db.rows("Bridge"):
+        if role(br) != M.ROLE_VNET:
+            continue
+        try:
+            cfg = VnetConfig.from_sxp(ext(br, M.CONFIG) or "", source=f"bridge {br.name}")
+        except ConfigError as exc:
+            broken.append(BrokenVnet(br.name, str(exc)))
+            continue
+        found[cfg.id] = cfg
+    return found, broken
+
+
+def static_peers(db: Ovsdb) -> list[StaticPeer]:
+    peers = []
+    for key, value in db.ovs.external_ids.items():
+        if key.startswith(M.PEER_PREFIX):
+            try:
+                port = int(value)
+            except ValueError:
+                port = M.VXLAN_PORT
+            peers.append(StaticPeer(key[len(M.PEER_PREFIX):], port))
+    return sorted(peers, key=lambda p: ipaddress.ip_address(p.address))
+
+
+def setting(db: Ovsdb, key: str) -> str | None:
+    return db.ovs.external_ids.get(key)
+
+
+def datapath_type(db: Ovsdb) -> str:
+    """The datapath new bridges get: configured, else the transport bridge's, else detected.
+
+    ``system`` (the kernel module) is used only when ovs-vswitchd offers it *and* the
+    openvswitch module is loaded; otherwise the userspace datapath ``netdev``.
+    """
+    configured = setting(db, M.DATAPATH)
+    if configured:
+        return configured
+    transport = db.bridge(M.TRANSPORT_BRIDGE)
+    if transport is not None and transport.datapath_type:
+        return transport.datapath_type
+    offered = set(db.ovs.datapath_types)
+    if "system" in offered and os.path.isdir("/sys/module/openvswitch"):
+        return "system"
+    if "netdev" in offered or not offered:
+        return "netdev"
+    return sorted(offered)[0]
+
+
+def ports_of(db: Ovsdb, bridge: Any) -> list[Any]:
+    return sorted(bridge.ports, key=lambda p: p.name)
+
+
+def domain_ports(bridge: Any) -> list[str]:
+    """Ports on a vnet bridge that ovsvnet did not create: the domains plugged in."""
+    return sorted(p.name for p in bridge.ports
+                  if p.name != bridge.name and M.ROLE not in p.external_ids)
+
+
+def ofport(iface: Any) -> int | None:
+    value = iface.ofport[0] if iface.ofport else None
+    return value if value is not None and value > 0 else None

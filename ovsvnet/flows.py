@@ -1,0 +1,185 @@
+"""The OpenFlow rules of a host, computed from its desired state (pure, no I/O).
+
+Two kinds of bridge carry ovsvnet flows:
+
+*vnet bridge* (one per vnet, domains plug in): local switching is plain MAC learning, so
+
+    priority=100 dl_src=<multicast>  -> drop     (a multicast source MAC is never valid)
+    priority=0                       -> NORMAL   (learn and switch; the patch port to the
+                                                  transport bridge is one more port)
+
+*transport bridge* ``br-vnet`` (one per host; one patch port per vnet, one tunnel port per
+peer, ``options:key=flow``). Its pipeline, after Neutron's br-tun:
+
+    table 0  CLASSIFY     from vnet K's patch: tun_id:=K, goto 20
+                          from peer P's tunnel (in_port and tun_src both P's): goto 10
+                          anything else: drop
+    table 10 FROM_TUNNEL  tun_id=K: learn (K, src MAC) -> that tunnel into table 30,
+                          then out to vnet K's patch port only   <- split horizon: a frame
+                          from a tunnel can never leave by a tunnel
+                          multicast source MAC, or unknown key: drop
+    table 20 FROM_VNET    multicast/broadcast dst: goto 40; unicast: goto 30
+    table 30 UNICAST      learned (tun_id, dst MAC) -> output:that tunnel; else goto 40
+    table 40 FLOOD        tun_id=K -> output to every peer carrying K (head-end replication)
+    table 200 CANARY      one drop flow; if it is gone, ovs-vswitchd restarted and lost
+                          every flow, so the agent reinstalls them
+
+The flow count grows as vnets + peers (never vnets x peers): ingress is checked per peer in
+table 0 and per key in table 10; only the flood action lists name several ports.
+
+Cookies: every flow carries ``0x6f76`` ("ov") in its top 16 bits, then a kind byte, then the
+vnet key in the low 24 bits, e.g. ``0x6f76020000000097`` = a static flow of vnet 0x97 and
+``0x6f76040000000097`` = a MAC learned on vnet 0x97. ``ovs-ofctl dump-flows br-vnet
+cookie=0x6f76020000000097/-1`` shows one vnet's rules.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+COOKIE_MAGIC = 0x6F76
+KIND_BASE = 0x01
+KIND_VNET = 0x02
+KIND_PEER = 0x03
+KIND_LEARNED = 0x04
+KIND_CANARY = 0x0C
+KIND_NAMES = {
+    KIND_BASE: "base", KIND_VNET: "vnet", KIND_PEER: "peer",
+    KIND_LEARNED: "learned", KIND_CANARY: "canary",
+}
+#: Mask selecting magic + kind: ``cookie=<c>/KIND_MASK`` matches one kind of flow.
+KIND_MASK = 0xFFFF_FF00_0000_0000
+MAGIC_MASK = 0xFFFF_0000_0000_0000
+
+T_CLASSIFY, T_FROM_TUNNEL, T_FROM_VNET, T_UNICAST, T_FLOOD, T_CANARY = 0, 10, 20, 30, 40, 200
+TABLE_NAMES = {
+    T_CLASSIFY: "classify", T_FROM_TUNNEL: "from-tunnel", T_FROM_VNET: "from-vnet",
+    T_UNICAST: "unicast", T_FLOOD: "flood", T_CANARY: "canary",
+}
+
+#: Seconds a learned remote MAC lives without traffic. Longer than Linux's ARP cache
+#: (reachable 15-45 s, then stale until gc after 60 s), so a quiet guest is not flooded for
+#: while its peers still believe they know it; a MAC that moves is relearned at once anyway
+#: because learn() overwrites the entry with the same (vnet, MAC) match.
+LEARN_IDLE_TIMEOUT = 300
+
+MULTICAST_MAC = "01:00:00:00:00:00/01:00:00:00:00:00"
+
+
+def cookie(kind: int, key: int = 0) -> int:
+    return (COOKIE_MAGIC << 48) | (kind << 40) | (key & 0xFFFFFF)
+
+
+def cookie_kind(value: int) -> int | None:
+    """The kind byte of an ovsvnet cookie, or None for someone else's flow."""
+    if value >> 48 != COOKIE_MAGIC:
+        return None
+    return (value >> 40) & 0xFF
+
+
+def describe_cookie(value: int) -> str:
+    kind = cookie_kind(value)
+    if kind is None:
+        return "not ovsvnet"
+    name = KIND_NAMES.get(kind, f"kind {kind:#x}")
+    key = value & 0xFFFFFF
+    return f"{name} flow of vnet key {key:#x}" if key else f"{name} flow"
+
+
+@dataclass(frozen=True)
+class Flow:
+    table: int
+    priority: int
+    match: str
+    actions: str
+    cookie: int
+    comment: str = field(default="", compare=False)
+
+    def render(self) -> str:
+        """The flow in ``ovs-ofctl add-flow`` syntax (table always explicit)."""
+        match = f",{self.match}" if self.match else ""
+        return (f"cookie={self.cookie:#018x},table={self.table},priority={self.priority}"
+                f"{match},actions={self.actions}")
+
+
+@dataclass(frozen=True)
+class VnetPort:
+    """A vnet as the transport bridge sees it: its key and its patch port's ofport."""
+
+    key: int
+    patch_ofport: int
+
+
+@dataclass(frozen=True)
+class TunnelPort:
+    """A tunnel to one peer; ``vnets`` are the keys it carries, None = all (static peer)."""
+
+    address: str
+    ofport: int
+    vnets: frozenset[int] | None = None
+
+    def carries(self, key: int) -> bool:
+        return self.vnets is None or key in self.vnets
+
+
+def vnet_bridge_flows(key: int) -> list[Flow]:
+    c = cookie(KIND_VNET, key)
+    return [
+        Flow(0, 100, f"dl_src={MULTICAST_MAC}", "drop", c,
+             "a multicast source MAC is never valid; keeps MAC tables clean"),
+        Flow(0, 0, "", "NORMAL", c, "local switching with MAC learning"),
+    ]
+
+
+def _tun_src_field(address: str) -> str:
+    return "tun_src" if ipaddress.ip_address(address).version == 4 else "tun_ipv6_src"
+
+
+def learn_action(key: int, idle_timeout: int = LEARN_IDLE_TIMEOUT) -> str:
+    return (f"learn(table={T_UNICAST},priority=100,idle_timeout={idle_timeout},"
+            f"delete_learned,cookie={cookie(KIND_LEARNED, key):#x},"
+            "NXM_NX_TUN_ID[],NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],output:NXM_OF_IN_PORT[])")
+
+
+def transport_flows(vnets: list[VnetPort], tunnels: list[TunnelPort],
+                    idle_timeout: int = LEARN_IDLE_TIMEOUT) -> list[Flow]:
+    """Every static flow of the transport bridge for these vnets and tunnels."""
+    base = cookie(KIND_BASE)
+    flows: list[Flow] = [
+        Flow(T_CLASSIFY, 0, "", "drop", base, "not from a vnet nor from a known peer"),
+        Flow(T_FROM_TUNNEL, 200, f"dl_src={MULTICAST_MAC}", "drop", base,
+             "a multicast source MAC is never valid; do not learn it"),
+        Flow(T_FROM_TUNNEL, 0, "", "drop", base, "a key no local vnet uses"),
+        Flow(T_FROM_VNET, 10, f"dl_dst={MULTICAST_MAC}", f"goto_table:{T_FLOOD}", base,
+             "broadcast and multicast are flooded"),
+        Flow(T_FROM_VNET, 0, "", f"goto_table:{T_UNICAST}", base, "unicast: look up"),
+        Flow(T_UNICAST, 0, "", f"goto_table:{T_FLOOD}", base,
+             "unknown unicast is flooded"),
+        Flow(T_FLOOD, 0, "", "drop", base, "no peer carries this vnet"),
+        Flow(T_CANARY, 0, "", "drop", cookie(KIND_CANARY),
+             "canary: its absence means ovs-vswitchd restarted"),
+    ]
+    for tunnel in sorted(tunnels, key=lambda t: t.ofport):
+        flows.append(Flow(
+            T_CLASSIFY, 100,
+            f"in_port={tunnel.ofport},{_tun_src_field(tunnel.address)}={tunnel.address}",
+            f"goto_table:{T_FROM_TUNNEL}", cookie(KIND_PEER),
+            f"from peer {tunnel.address}"))
+    for vnet in sorted(vnets, key=lambda v: v.key):
+        c = cookie(KIND_VNET, vnet.key)
+        flows.append(Flow(
+            T_CLASSIFY, 100, f"in_port={vnet.patch_ofport}",
+            f"set_field:{vnet.key:#x}->tun_id,goto_table:{T_FROM_VNET}", c,
+            f"from vnet key {vnet.key:#x}: tag with its key"))
+        flows.append(Flow(
+            T_FROM_TUNNEL, 100, f"tun_id={vnet.key:#x}",
+            f"{learn_action(vnet.key, idle_timeout)},output:{vnet.patch_ofport}", c,
+            f"into vnet key {vnet.key:#x}: learn the sender, deliver locally only"))
+        outputs = [f"output:{t.ofport}" for t in sorted(tunnels, key=lambda t: t.ofport)
+                   if t.carries(vnet.key)]
+        if outputs:
+            flows.append(Flow(
+                T_FLOOD, 100, f"tun_id={vnet.key:#x}", ",".join(outputs), c,
+                f"flood vnet key {vnet.key:#x} to the {len(outputs)} peer(s) carrying it"))
+    return flows

@@ -1,0 +1,470 @@
+"""The ``ovsvnet`` command (and ``vn``): a thin click layer over :mod:`ovsvnet.ops`.
+
+Library errors are turned into one-line messages and exit codes at one place
+(:func:`main`); commands return data and one renderer prints it as a table or, with
+``--json``, as JSON. The OVSDB connection is opened lazily, so ``--help`` works anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any, Callable, Sequence
+
+import click
+
+from ovsvnet import __version__
+from ovsvnet import flows as F
+from ovsvnet import model as M
+from ovsvnet import ofctl, ops
+from ovsvnet.config import SECURITY_LEVELS, VnetConfig
+from ovsvnet.errors import EXIT_CODES, ConfigError, OvsvnetError
+from ovsvnet.ovsdb import DEFAULT_DB, Ovsdb, quiet_python_ovs, rundir_for
+from ovsvnet.vnetid import VnetId, default_vnif_name, parse_vnet_id
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+class Session:
+    """What every command needs: where OVS is, opened on first use."""
+
+    def __init__(self, db: str, rundir: str | None, timeout: float):
+        self.db_remote = db
+        self.rundir = rundir or rundir_for(db)
+        self.timeout = timeout
+        self._host: ops.Host | None = None
+
+    @property
+    def host(self) -> ops.Host:
+        if self._host is None:
+            quiet_python_ovs()
+            self._host = ops.Host(Ovsdb(self.db_remote, self.timeout), self.rundir)
+        return self._host
+
+    def close(self) -> None:
+        if self._host is not None:
+            self._host.db.close()
+
+
+pass_session = click.make_pass_decorator(Session)
+
+
+def emit(data: Any, as_json: bool, render: Callable[[Any], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        render(data)
+
+
+def table(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> None:
+    """Print rows as aligned columns; ``columns`` = [(key, header), ...]."""
+    cells = [[h for _, h in columns]]
+    for row in rows:
+        cells.append(["-" if row.get(k) in (None, "", []) else
+                      ",".join(map(str, row[k])) if isinstance(row.get(k), list)
+                      else str(row[k]) for k, _ in columns])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    for r in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print JSON instead of a table.")(f)
+
+
+def report_sync(report: ops.SyncReport, verbose: bool = False) -> None:
+    for failure in report.failed:
+        click.echo(f"warning: {failure}", err=True)
+    if verbose:
+        click.echo(f"flows: {report.changed_flows} changed"
+                   + (f", {report.pruned_learned} stale learned entries removed"
+                      if report.pruned_learned else ""))
+
+
+EXIT_HELP = "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
+
+
+@click.group(context_settings=CONTEXT, epilog=f"""\b
+Examples:
+  ovsvnet create examples/vnet97.sxp
+  ovsvnet create --id 98 --security none --vnetif vnif98
+  ovsvnet list
+  ovsvnet peer-add 192.0.2.7
+  ovsvnet --db unix:/tmp/lab/h1/db.sock show 97
+
+\b
+Exit codes:
+{EXIT_HELP}""")
+@click.option("--db", default=DEFAULT_DB, show_default=True, envvar="OVSVNET_DB",
+              metavar="REMOTE", help="OVSDB to manage (also $OVSVNET_DB).")
+@click.option("--rundir", default=None, metavar="DIR",
+              help="ovs-vswitchd's run directory (default: $OVS_RUNDIR, else the directory "
+                   "of a unix: --db socket).")
+@click.option("--timeout", default=10.0, show_default=True, metavar="SECONDS",
+              help="How long to wait for OVSDB and ovs-vswitchd.")
+@click.version_option(__version__, "-V", "--version")
+@click.pass_context
+def cli(ctx: click.Context, db: str, rundir: str | None, timeout: float) -> None:
+    """Virtual networks (vnets) spanning hosts, on Open vSwitch.
+
+    A vnet is a private LAN with a 128-bit id, an OVS bridge that domains plug into, and
+    a security level. Frames cross hosts in VXLAN tunnels keyed by the vnet id.
+    """
+    session = Session(db, rundir, timeout)
+    ctx.obj = session
+    ctx.call_on_close(session.close)
+
+
+# -- vnets ----------------------------------------------------------------------------------
+
+def _config_from(file: str | None, vid: str | None, bridge: str | None,
+                 vnetif: str | None, security: str | None) -> VnetConfig:
+    if file and vid:
+        raise click.UsageError("give a FILE or --id, not both")
+    if file:
+        if bridge or vnetif or security:
+            raise click.UsageError("--bridge/--vnetif/--security go with --id, not with FILE")
+        return VnetConfig.from_file(file)
+    if not vid:
+        raise click.UsageError("give a config FILE or --id ID")
+    return VnetConfig.build(vid, bridge=bridge, vnetif=vnetif, security=security)
+
+
+def _print_created(cfg: VnetConfig, created: bool, host: ops.Host) -> None:
+    view = ops.vnet_view(host, cfg)
+    verb = "created" if created else "exists (identical)"
+    extra = f", vnetif {cfg.vnetif}" if cfg.vnetif else ""
+    click.echo(f"vnet {cfg.id.short} {verb}: bridge {cfg.bridge}{extra}, "
+               f"security {cfg.security}, mtu {view['mtu']}")
+    if view["state"] == "inactive":
+        click.echo(f"vnet {cfg.id.short} is inactive (stays on this host): {view['reason']}",
+                   err=True)
+
+
+@cli.command(epilog="""\b
+Examples:
+  ovsvnet create examples/vnet97.sxp
+  ovsvnet create --id 97 --bridge vnet97 --vnetif vnif97
+  ovsvnet create --may-exist vnet97.sxp     # no error if the same vnet exists""")
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@click.option("--id", "vid", metavar="ID", help="Vnet id (hex; short form = last field).")
+@click.option("--bridge", metavar="NAME", help="Bridge name (default vnet<id>).")
+@click.option("--vnetif", metavar="NAME", help="Host interface on the vnet (default none).")
+@click.option("--security", type=click.Choice(SECURITY_LEVELS), help="Default none.")
+@click.option("--may-exist", is_flag=True, help="Succeed if an identical vnet exists.")
+@pass_session
+def create(s: Session, file: str | None, vid: str | None, bridge: str | None,
+           vnetif: str | None, security: str | None, may_exist: bool) -> None:
+    """Define a vnet from an SXP FILE or from options.
+
+    FILE holds one expression: (vnet (id 97) (bridge vnet97) (vnetif vnif97) (security none))
+    """
+    cfg = _config_from(file, vid, bridge, vnetif, security)
+    created, report = ops.create(s.host, cfg, may_exist=may_exist)
+    _print_created(cfg, created, s.host)
+    report_sync(report)
+
+
+@cli.command(epilog="""\b
+Examples:
+  ovsvnet delete 97
+  ovsvnet delete vnet97 --force     # also unplugs the domains still attached""")
+@click.argument("vnet")
+@click.option("--force", is_flag=True, help="Delete even if domains are plugged in.")
+@pass_session
+def delete(s: Session, vnet: str, force: bool) -> None:
+    """Delete a vnet (by id, bridge or vnetif name) and everything ovsvnet made for it."""
+    cfg, report = ops.delete(s.host, vnet, force=force)
+    click.echo(f"vnet {cfg.id.short} deleted (bridge {cfg.bridge})")
+    report_sync(report)
+
+
+def _render_list(rows: list[dict[str, Any]], long: bool) -> None:
+    if not rows:
+        click.echo("no vnets")
+        return
+    cols = [("short", "ID"), ("bridge", "BRIDGE"), ("vnetif", "VNETIF"),
+            ("security", "SECURITY"), ("mtu", "MTU"), ("state", "STATE"),
+            ("domains", "DOMAINS")]
+    if long:
+        cols.insert(1, ("id", "CANONICAL ID"))
+    table(rows, cols)
+    for row in rows:
+        if row.get("reason"):
+            click.echo(f"  {row['short']}: {row['reason']}")
+
+
+@cli.command("list", epilog="""\b
+Examples:
+  ovsvnet list
+  ovsvnet list --json | jq '.[].bridge'""")
+@click.option("-l", "--long", is_flag=True, help="Show the canonical 8-field ids too.")
+@json_option
+@pass_session
+def list_(s: Session, long: bool, as_json: bool) -> None:
+    """List the vnets defined on this host."""
+    rows, broken = ops.list_view(s.host)
+    emit(rows, as_json, lambda r: _render_list(r, long))
+    for b in broken:
+        click.echo(f"warning: bridge {b.bridge} has a broken ovsvnet record: {b.reason}",
+                   err=True)
+
+
+def _render_show(data: dict[str, Any]) -> None:
+    click.echo(f"vnet {data['id']}")
+    for key in ("bridge", "vnetif", "security", "key", "state", "reason", "mtu",
+                "datapath_type"):
+        if data.get(key) is not None:
+            value = f"{data[key]:#x}" if key == "key" else data[key]
+            click.echo(f"  {key + ':':<15}{value}")
+    click.echo("  ports:")
+    for p in data["ports"]:
+        err = f"  error: {p['error']}" if p.get("error") else ""
+        click.echo(f"    {p['name']:<16}{p['kind']:<8} ofport {p['ofport']}  "
+                   f"mtu {p['mtu']}{err}")
+    if "sxp" in data:
+        click.echo(f"  definition:    {data['sxp']}")
+    for line in data.get("flows", []):
+        click.echo(f"  {line}")
+
+
+def annotated_flows(host: ops.Host, bridge: str, key: int | None = None) -> list[str]:
+    """The bridge's ovsvnet flows, each followed by what its cookie means."""
+    match = [f"cookie={F.cookie(F.KIND_VNET, key):#x}/{0xFFFF_FFFF_FFFF_FFFF:#x}"] \
+        if key is not None else []
+    lines = []
+    for line in ofctl.dump(host.rundir, bridge, *match):
+        c = ofctl.flow_cookie(line)
+        lines.append(f"{line}    # {F.describe_cookie(c) if c is not None else ''}")
+    return lines
+
+
+@cli.command(epilog="""\b
+Examples:
+  ovsvnet show 97
+  ovsvnet show vnet97 --flows
+  ovsvnet show 0000:0000:0000:0000:0000:0000:0000:0097 --json""")
+@click.argument("vnet")
+@click.option("--flows", "with_flows", is_flag=True, help="Also the vnet's OpenFlow rules.")
+@json_option
+@pass_session
+def show(s: Session, vnet: str, with_flows: bool, as_json: bool) -> None:
+    """Show one vnet: definition, ports, MTU and state."""
+    cfg = ops.resolve(s.host, vnet)
+    data = ops.vnet_view(s.host, cfg)
+    data["sxp"] = cfg.to_sxp()
+    if with_flows:
+        data["flows"] = ["bridge " + cfg.bridge + ":"] + annotated_flows(s.host, cfg.bridge)
+        if s.host.db.bridge(M.TRANSPORT_BRIDGE) is not None:
+            data["flows"] += [f"bridge {M.TRANSPORT_BRIDGE}:"] + annotated_flows(
+                s.host, M.TRANSPORT_BRIDGE, cfg.key)
+    emit(data, as_json, _render_show)
+
+
+# -- Xen (xm) aliases ---------------------------------------------------------------------
+
+@cli.command("vnet-create", epilog="""\b
+Examples:
+  ovsvnet vnet-create vnet97.sxp            # xm vnet-create: a config file
+  ovsvnet vnet-create 97 -s none -v vnif97  # vn vnet-create: an id and options""")
+@click.argument("vnet")
+@click.option("-s", "--security", type=click.Choice(SECURITY_LEVELS))
+@click.option("-b", "--bridge", metavar="NAME")
+@click.option("-v", "--vnetif", metavar="NAME")
+@click.option("--may-exist", is_flag=True)
+@pass_session
+def vnet_create(s: Session, vnet: str, security: str | None, bridge: str | None,
+                vnetif: str | None, may_exist: bool) -> None:
+    """Xen's vnet-create: VNET is a config file (xm) or an id (vn)."""
+    if os.path.exists(vnet):
+        cfg = _config_from(vnet, None, bridge, vnetif, security)
+    else:
+        cfg = VnetConfig.build(vnet, bridge=bridge, vnetif=vnetif, security=security)
+    created, report = ops.create(s.host, cfg, may_exist=may_exist)
+    _print_created(cfg, created, s.host)
+    report_sync(report)
+
+
+@cli.command("vnet-delete")
+@click.argument("vnet")
+@click.option("-b", "--bridge", "with_bridge", is_flag=True,
+              help="Accepted for vn compatibility; the bridge always goes with the vnet.")
+@click.option("--force", is_flag=True, help="Delete even if domains are plugged in.")
+@pass_session
+def vnet_delete(s: Session, vnet: str, with_bridge: bool, force: bool) -> None:
+    """Xen's vnet-delete: delete a vnet by id or vnetif name."""
+    cfg, report = ops.delete(s.host, vnet, force=force)
+    click.echo(f"vnet {cfg.id.short} deleted (bridge {cfg.bridge})")
+    report_sync(report)
+
+
+@cli.command("vnet-list")
+@click.argument("vnets", nargs=-1)
+@click.option("-l", "--long", is_flag=True, help="Print each definition as SXP.")
+@pass_session
+def vnet_list(s: Session, vnets: tuple[str, ...], long: bool) -> None:
+    """Xen's vnet-list: the ids; with -l or ids, each stored definition."""
+    rows, _ = ops.list_view(s.host)
+    if not vnets and not long:
+        for row in rows:
+            click.echo(row["id"])
+        return
+    chosen = [ops.resolve(s.host, v) for v in vnets] if vnets else [
+        ops.resolve(s.host, r["id"]) for r in rows]
+    for cfg in chosen:
+        click.echo(cfg.to_sxp())
+
+
+# -- host ---------------------------------------------------------------------------------
+
+@cli.command(epilog="""\b
+Examples:
+  ovsvnet setup                   # check the host and prepare OVS
+  ovsvnet setup --default-vnets   # also vnets 2, 3, 4 like Xen's vnet module""")
+@click.option("--default-vnets", is_flag=True,
+              help="Create Xen's test vnets 2, 3 and 4 (vnetifs vnif0002..vnif0004).")
+@pass_session
+def setup(s: Session, default_vnets: bool) -> None:
+    """Prepare this host (and optionally create the old module's default vnets)."""
+    view = ops.host_view(s.host)
+    click.echo(f"datapath {view['datapath_type']}, tunnel endpoint "
+               f"{view['local_ip'] or 'unknown'}, underlay MTU {view['underlay_mtu']} "
+               f"({view['underlay_mtu_source']}), vnet MTU {view['vnet_mtu']}")
+    if default_vnets:
+        for n in (2, 3, 4):
+            vid = VnetId(n)
+            cfg = VnetConfig.build(vid, vnetif=default_vnif_name(vid))
+            created, report = ops.create(s.host, cfg, may_exist=True)
+            _print_created(cfg, created, s.host)
+            report_sync(report)
+
+
+@cli.command(epilog="""\b
+Examples:
+  ovsvnet sync          # after an ovs-vswitchd restart, or any time
+  ovsvnet sync -v""")
+@click.option("-v", "--verbose", is_flag=True, help="Say how many flows changed.")
+@pass_session
+def sync(s: Session, verbose: bool) -> None:
+    """Bring bridges, ports, tunnels, MTU and flows in line with the stored state."""
+    report = ops.sync(s.host)
+    report_sync(report, verbose=True if verbose else False)
+    if not verbose:
+        click.echo("in sync" if not report.changed_flows
+                   else f"synced: {report.changed_flows} flow changes")
+
+
+# -- peers --------------------------------------------------------------------------------
+
+@cli.command("peer-add", epilog="""\b
+Examples:
+  ovsvnet peer-add 192.0.2.7
+  ovsvnet peer-add host7.example.net --port 4790""")
+@click.argument("host")
+@click.option("-p", "--port", default=M.VXLAN_PORT, show_default=True, type=int,
+              help="The peer's VXLAN UDP port.")
+@pass_session
+def peer_add(s: Session, host: str, port: int) -> None:
+    """Add a static peer (address or host name): it gets tunnels for every vnet."""
+    address, added, report = ops.peer_add(s.host, host, port)
+    click.echo(f"peer {address} {'added' if added else 'already present'} (port {port})")
+    report_sync(report)
+
+
+@cli.command("peer-delete")
+@click.argument("host")
+@pass_session
+def peer_delete(s: Session, host: str) -> None:
+    """Remove a static peer and its tunnel."""
+    address, report = ops.peer_delete(s.host, host)
+    click.echo(f"peer {address} deleted")
+    report_sync(report)
+
+
+@cli.command()
+@json_option
+@pass_session
+def peers(s: Session, as_json: bool) -> None:
+    """List peers and the state of their tunnels."""
+    rows = ops.peers_view(s.host)
+    emit(rows, as_json, lambda r: table(r, [
+        ("address", "PEER"), ("port", "PORT"), ("vnets", "VNETS"), ("tunnel", "TUNNEL"),
+        ("tunnel_state", "STATE")]) if r else click.echo("no peers"))
+
+
+# -- learned state (vn varp, vifs) --------------------------------------------------------
+
+@cli.command()
+@click.argument("vnet", required=False)
+@json_option
+@pass_session
+def varp(s: Session, vnet: str | None, as_json: bool) -> None:
+    """Remote MAC addresses learned per vnet, and the peer each lives behind."""
+    cfg = ops.resolve(s.host, vnet) if vnet else None
+    rows = ops.varp_view(s.host, cfg)
+    emit(rows, as_json, lambda r: table(r, [
+        ("vnet", "VNET"), ("mac", "MAC"), ("peer", "PEER"), ("idle", "IDLE(s)")])
+        if r else click.echo("no learned addresses"))
+
+
+@cli.command("varp-flush")
+@click.argument("vnet", required=False)
+@pass_session
+def varp_flush(s: Session, vnet: str | None) -> None:
+    """Forget learned remote MACs (they are relearned by flooding)."""
+    cfg = ops.resolve(s.host, vnet) if vnet else None
+    ops.varp_flush(s.host, cfg)
+    click.echo("flushed")
+
+
+@cli.command()
+@click.argument("vnet", required=False)
+@json_option
+@pass_session
+def vifs(s: Session, vnet: str | None, as_json: bool) -> None:
+    """Domain ports plugged into each vnet."""
+    cfg = ops.resolve(s.host, vnet) if vnet else None
+    rows = ops.vifs_view(s.host, cfg)
+    emit(rows, as_json, lambda r: table(r, [
+        ("vnet", "VNET"), ("bridge", "BRIDGE"), ("port", "PORT"), ("mac", "MAC"),
+        ("ofport", "OFPORT"), ("mtu", "MTU")]) if r else click.echo("no domain ports"))
+
+
+def _register_optional() -> None:
+    """Subcommand groups that live in their own modules."""
+    try:
+        from ovsvnet.cli_sandbox import sandbox
+    except ImportError:  # pragma: no cover - sandbox is part of the package
+        return
+    cli.add_command(sandbox)
+
+
+_register_optional()
+
+
+def main(argv: Sequence[str] | None = None, prog_name: str = "ovsvnet") -> None:
+    """Entry point: run the CLI, turning ovsvnet errors into one line and an exit code."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name=prog_name,
+                 standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except OvsvnetError as exc:
+        click.echo(f"{prog_name}: error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(0)
+
+
+def vn_main() -> None:
+    """``vn``: the Xen vnet tool's name for the same commands."""
+    main(prog_name="vn")

@@ -1,0 +1,452 @@
+"""The operations behind the commands: create, delete, sync, peers, and the read-only views.
+
+Each state-changing operation is one OVSDB transaction that contains both the user's change
+and everything derived from it (ports, tunnels, MTU), followed by bringing the flows in
+line. ``sync`` is the same pass with no user change, so it is safe at any time.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from ovsvnet import flows as F
+from ovsvnet import model as M
+from ovsvnet import netlink, ofctl, state
+from ovsvnet.config import VnetConfig
+from ovsvnet.errors import ConfigError, ConflictError, NotFoundError, OvsvnetError
+from ovsvnet.ovsdb import Aborted, Ovsdb
+from ovsvnet.reconcile import Layout, TunnelSpec, stage
+from ovsvnet.vnetid import VnetId
+
+
+@dataclass
+class Host:
+    """One Open vSwitch instance: its database connection and its run directory."""
+
+    db: Ovsdb
+    rundir: str
+    #: Peers learned by discovery (the agent fills this); static peers come from OVSDB.
+    discovered: list[TunnelSpec] = field(default_factory=list)
+
+
+@dataclass
+class SyncReport:
+    flow_changes: list[ofctl.FlowChange] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    pruned_learned: int = 0
+
+    @property
+    def changed_flows(self) -> int:
+        return sum(len(c.removed) + len(c.added) for c in self.flow_changes)
+
+
+# -- security: until IPsec is wired (issue "security levels"), secure vnets stay local ----
+
+def ipsec_unavailable_reason(host: Host) -> str | None:
+    """Why an auth/conf vnet cannot cross the underlay here, or None if it can.
+
+    ovsvnet never carries a secure vnet in clear: without working IPsec its bridge stays
+    local (domains on this host still talk to each other) and is shown as inactive.
+    """
+    if state.datapath_type(host.db) == "netdev":
+        return ("IPsec needs the kernel datapath and kernel ESP; the userspace (netdev) "
+                "datapath cannot encrypt tunnels")
+    return "this version of ovsvnet does not drive ovs-monitor-ipsec yet"
+
+
+def is_active(host: Host, cfg: VnetConfig) -> bool:
+    return cfg.security == "none" or ipsec_unavailable_reason(host) is None
+
+
+# -- building the layout ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Underlay:
+    local_ip: str | None
+    mtu: int
+    mtu_source: str
+
+
+def underlay(host: Host, peers: Iterable[str]) -> Underlay:
+    """Tunnel endpoint and underlay MTU: configured values win, else the routes say."""
+    peers = list(peers)
+    local_ip = state.setting(host.db, M.LOCAL_IP)
+    configured_mtu = state.setting(host.db, M.UNDERLAY_MTU)
+    found = [netlink.route_to(p) for p in peers] or [netlink.default_underlay()]
+    if local_ip is None:
+        local_ip = next((u.local_ip for u in found if u.local_ip), None)
+    if configured_mtu:
+        return Underlay(local_ip, int(configured_mtu), "configured")
+    mtus = [u.mtu for u in found if u.mtu]
+    if mtus:
+        return Underlay(local_ip, min(mtus), "route")
+    return Underlay(local_ip, M.DEFAULT_UNDERLAY_MTU, "default")
+
+
+def peer_specs(host: Host) -> list[TunnelSpec]:
+    specs = {p.address: TunnelSpec(p.address, p.port, None) for p in state.static_peers(host.db)}
+    for d in host.discovered:
+        specs.setdefault(d.address, d)
+    return list(specs.values())
+
+
+def layout_for(host: Host, vnets: list[VnetConfig], und: Underlay) -> Layout:
+    active_keys = {c.key for c in vnets if is_active(host, c)}
+    tunnels = [t for t in peer_specs(host)
+               if active_keys and (t.vnets is None or t.vnets & active_keys)]
+    ipver = ipaddress.ip_address(und.local_ip).version if und.local_ip else 4
+    return Layout(
+        vnets=sorted(vnets, key=lambda c: c.id),
+        active_keys=active_keys,
+        tunnels=tunnels,
+        datapath_type=state.datapath_type(host.db),
+        mtu=M.vnet_mtu(und.mtu, ipver),
+        local_ip=state.setting(host.db, M.LOCAL_IP),
+    )
+
+
+def _commit(host: Host, change: Any) -> Layout | None:
+    """One transaction: ``change(defs)`` returns the new definitions, then stage them."""
+    und = underlay(host, [t.address for t in peer_specs(host)])
+
+    def build(txn: Any) -> Layout:
+        defs, _ = state.definitions(host.db)
+        new_defs = change(dict(defs))
+        layout = layout_for(host, list(new_defs.values()), und)
+        stage(txn, host.db, layout)
+        return layout
+
+    layout = host.db.transact(build)
+    if layout is not None and layout.created_interfaces:
+        failed = host.db.failed_interfaces(layout.created_interfaces)
+        if failed:
+            raise OvsvnetError("ovs-vswitchd could not create " + "; ".join(
+                f"{f.name}: {f.error}" for f in failed))
+    return layout
+
+
+# -- flows --------------------------------------------------------------------------------
+
+def apply_flows(host: Host) -> SyncReport:
+    """Bring every ovsvnet bridge's flows to the desired set (no-op when already there)."""
+    db = host.db
+    db.run()
+    report = SyncReport()
+    defs, _ = state.definitions(db)
+    active = {c.key for c in defs.values() if is_active(host, c)}
+    for cfg in defs.values():
+        if db.bridge(cfg.bridge) is not None:
+            report.flow_changes.append(
+                ofctl.apply(host.rundir, cfg.bridge, F.vnet_bridge_flows(cfg.key)))
+    transport = db.bridge(M.TRANSPORT_BRIDGE)
+    if transport is None or transport.external_ids.get(M.ROLE) != M.ROLE_TRANSPORT:
+        return report
+    discovered = {d.address: d for d in host.discovered}
+    vnet_ports: list[F.VnetPort] = []
+    tunnel_ports: list[F.TunnelPort] = []
+    for port in transport.ports:
+        role = port.external_ids.get(M.ROLE)
+        iface = port.interfaces[0]
+        ofp = state.ofport(iface)
+        if role not in (M.ROLE_PATCH, M.ROLE_TUNNEL):
+            continue
+        if ofp is None:
+            report.failed.append(f"{port.name}: {(iface.error or ['no OpenFlow port'])[0]}")
+            continue
+        if role == M.ROLE_PATCH:
+            vid = VnetId.parse(port.external_ids[M.PORT_VNET])
+            if vid.key in active:
+                vnet_ports.append(F.VnetPort(vid.key, ofp))
+        else:
+            address = port.external_ids[M.PORT_PEER]
+            d = discovered.get(address)
+            tunnel_ports.append(F.TunnelPort(address, ofp, d.vnets if d else None))
+    report.flow_changes.append(
+        ofctl.apply(host.rundir, M.TRANSPORT_BRIDGE, F.transport_flows(vnet_ports, tunnel_ports)))
+    report.pruned_learned = ofctl.prune_learned(
+        host.rundir, M.TRANSPORT_BRIDGE, {t.ofport for t in tunnel_ports})
+    return report
+
+
+def sync(host: Host) -> SyncReport:
+    """Reconcile OVSDB rows and flows with the stored definitions and peers."""
+    _commit(host, lambda defs: defs)
+    return apply_flows(host)
+
+
+# -- vnets --------------------------------------------------------------------------------
+
+def resolve(host: Host, text: str) -> VnetConfig:
+    """A defined vnet named by id (any form), bridge name or vnetif name."""
+    defs, _ = state.definitions(host.db)
+    try:
+        vid: VnetId | None = VnetId.parse(text)
+    except ConfigError:
+        vid = None
+    if vid is not None and vid in defs:
+        return defs[vid]
+    for cfg in defs.values():
+        if text in (cfg.bridge, cfg.vnetif):
+            return cfg
+    raise NotFoundError(f"vnet: no vnet '{text}' on this host (ovsvnet list shows them)")
+
+
+def create(host: Host, cfg: VnetConfig, may_exist: bool = False) -> tuple[bool, SyncReport]:
+    """Define a vnet. Returns (created, report); (False, ...) when an identical one exists."""
+    created = True
+
+    def change(defs: dict[VnetId, VnetConfig]) -> dict[VnetId, VnetConfig]:
+        nonlocal created
+        old = defs.get(cfg.id)
+        if old is not None:
+            if may_exist and old == cfg:
+                created = False
+                return defs
+            hint = ("" if not may_exist else
+                    f" with a different definition: {old.to_sxp()}")
+            raise ConflictError(
+                f"id: vnet {cfg.id.short} already exists{hint or f' (bridge {old.bridge})'}"
+                + ("" if may_exist else "; --may-exist accepts an identical definition"))
+        for other in defs.values():
+            if cfg.bridge in (other.bridge, other.vnetif):
+                raise ConflictError(
+                    f"bridge: '{cfg.bridge}' is already used by vnet {other.id.short}")
+            if cfg.vnetif and cfg.vnetif in (other.bridge, other.vnetif):
+                raise ConflictError(
+                    f"vnetif: '{cfg.vnetif}' is already used by vnet {other.id.short}")
+        if cfg.vnetif and host.db.interface(cfg.vnetif) is not None:
+            raise ConflictError(f"vnetif: an interface named '{cfg.vnetif}' already exists "
+                                "in OVSDB")
+        defs[cfg.id] = cfg
+        return defs
+
+    _commit(host, change)
+    return created, apply_flows(host)
+
+
+def delete(host: Host, text: str, force: bool = False) -> tuple[VnetConfig, SyncReport]:
+    cfg = resolve(host, text)
+
+    def change(defs: dict[VnetId, VnetConfig]) -> dict[VnetId, VnetConfig]:
+        if cfg.id not in defs:
+            raise NotFoundError(f"vnet: no vnet '{text}' on this host")
+        bridge = host.db.bridge(cfg.bridge)
+        plugged = state.domain_ports(bridge) if bridge is not None else []
+        if plugged and not force:
+            raise ConflictError(
+                f"vnet {cfg.id.short} still has domains plugged into {cfg.bridge}: "
+                f"{', '.join(plugged)}; unplug them or use --force")
+        del defs[cfg.id]
+        return defs
+
+    _commit(host, change)
+    return cfg, apply_flows(host)
+
+
+# -- peers --------------------------------------------------------------------------------
+
+def resolve_address(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    if not re.fullmatch(r"[A-Za-z0-9.-]{1,253}", text):
+        raise ConfigError(f"peer: '{text}' is neither an IP address nor a host name")
+    try:
+        infos = socket.getaddrinfo(text, None, proto=socket.IPPROTO_UDP)
+    except socket.gaierror as exc:
+        raise ConfigError(f"peer: cannot resolve '{text}': {exc.strerror}") from exc
+    for family in (socket.AF_INET, socket.AF_INET6):
+        for info in infos:
+            if info[0] == family:
+                return str(info[4][0])
+    raise ConfigError(f"peer: '{text}' has no IPv4 or IPv6 address")
+
+
+def peer_add(host: Host, text: str, port: int = M.VXLAN_PORT,
+             may_exist: bool = True) -> tuple[str, bool, SyncReport]:
+    """Add a static peer. Returns (address, added, report); idempotent for the same port."""
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"port: {port} is not a UDP port (1-65535)")
+    address = resolve_address(text)
+    if ipaddress.ip_address(address).is_multicast or ipaddress.ip_address(address).is_unspecified:
+        raise ConfigError(f"peer: {address} is not a unicast address")
+    key = M.PEER_PREFIX + address
+    added = True
+
+    def build(txn: Any) -> None:
+        nonlocal added
+        current = host.db.ovs.external_ids.get(key)
+        if current == str(port):
+            added = False
+            raise Aborted()
+        if current is not None and not may_exist:
+            raise ConflictError(f"peer: {address} already exists with port {current}")
+        host.db.ovs.setkey("external_ids", key, str(port))
+
+    host.db.transact(build, wait_vswitchd=False)
+    report = sync(host)
+    return address, added, report
+
+
+def peer_delete(host: Host, text: str) -> tuple[str, SyncReport]:
+    address = resolve_address(text)
+    key = M.PEER_PREFIX + address
+
+    def build(txn: Any) -> None:
+        if key not in host.db.ovs.external_ids:
+            raise NotFoundError(f"peer: {address} is not a static peer of this host")
+        host.db.ovs.delkey("external_ids", key)
+
+    host.db.transact(build, wait_vswitchd=False)
+    return address, sync(host)
+
+
+def peers_view(host: Host) -> list[dict[str, Any]]:
+    db = host.db
+    transport = db.bridge(M.TRANSPORT_BRIDGE)
+    tunnels = {}
+    if transport is not None:
+        for port in transport.ports:
+            if port.external_ids.get(M.ROLE) == M.ROLE_TUNNEL:
+                tunnels[port.external_ids[M.PORT_PEER]] = port.interfaces[0]
+    rows = []
+    for spec in peer_specs(host):
+        iface = tunnels.get(spec.address)
+        rows.append({
+            "address": spec.address,
+            "port": spec.port,
+            "static": spec.vnets is None,
+            "vnets": "all" if spec.vnets is None else sorted(f"{k:04x}" for k in spec.vnets),
+            "tunnel": iface.name if iface is not None else None,
+            "tunnel_state": ("up" if iface is not None and state.ofport(iface) else
+                             "absent" if iface is None else "error"),
+        })
+    return rows
+
+
+# -- read-only views ----------------------------------------------------------------------
+
+def vnet_view(host: Host, cfg: VnetConfig, und: Underlay | None = None) -> dict[str, Any]:
+    db = host.db
+    bridge = db.bridge(cfg.bridge)
+    data: dict[str, Any] = cfg.to_dict()
+    reason = None if is_active(host, cfg) else ipsec_unavailable_reason(host)
+    ports = []
+    mtu = None
+    if bridge is not None:
+        for port in sorted(bridge.ports, key=lambda p: p.name):
+            iface = port.interfaces[0]
+            kind = port.external_ids.get(M.ROLE) or ("bridge" if port.name == bridge.name
+                                                      else "domain")
+            ports.append({
+                "name": port.name, "kind": kind, "ofport": state.ofport(iface),
+                "mtu": iface.mtu[0] if iface.mtu else None,
+                "error": iface.error[0] if iface.error else None,
+            })
+            if port.name == bridge.name and iface.mtu_request:
+                mtu = iface.mtu_request[0]
+    data.update({
+        "state": ("missing" if bridge is None else "active" if reason is None else "inactive"),
+        "reason": reason,
+        "ports": ports,
+        "domains": [p["name"] for p in ports if p["kind"] == "domain"],
+        "mtu": mtu,
+        "datapath_type": bridge.datapath_type if bridge is not None else None,
+    })
+    return data
+
+
+def list_view(host: Host) -> tuple[list[dict[str, Any]], list[state.BrokenVnet]]:
+    defs, broken = state.definitions(host.db)
+    return [vnet_view(host, cfg) for cfg in sorted(defs.values(), key=lambda c: c.id)], broken
+
+
+def host_view(host: Host) -> dict[str, Any]:
+    peers = [t.address for t in peer_specs(host)]
+    und = underlay(host, peers)
+    ipver = ipaddress.ip_address(und.local_ip).version if und.local_ip else 4
+    return {
+        "datapath_type": state.datapath_type(host.db),
+        "local_ip": und.local_ip,
+        "underlay_mtu": und.mtu,
+        "underlay_mtu_source": und.mtu_source,
+        "vnet_mtu": M.vnet_mtu(und.mtu, ipver),
+        "encapsulation": "vxlan",
+    }
+
+
+def varp_view(host: Host, cfg: VnetConfig | None = None) -> list[dict[str, Any]]:
+    """Remote MACs learned on the transport bridge: (vnet, MAC, peer, age in seconds)."""
+    db = host.db
+    if db.bridge(M.TRANSPORT_BRIDGE) is None:
+        return []
+    mask = (f"cookie={F.cookie(F.KIND_LEARNED, cfg.key):#x}/-1" if cfg else
+            f"cookie={F.cookie(F.KIND_LEARNED):#x}/{F.KIND_MASK:#x}")
+    out = ofctl.run_ofctl(host.rundir, M.TRANSPORT_BRIDGE, "dump-flows",
+                          f"table={F.T_UNICAST},{mask}").stdout
+    ports = {}
+    for port in db.bridge(M.TRANSPORT_BRIDGE).ports:
+        ofp = state.ofport(port.interfaces[0])
+        if ofp is not None:
+            ports[ofp] = port.external_ids.get(M.PORT_PEER, port.name)
+    defs, _ = state.definitions(db)
+    by_key = {c.key: c for c in defs.values()}
+    rows = []
+    for line in out.splitlines():
+        m_key = re.search(r"tun_id=(0x[0-9a-f]+)", line)
+        m_mac = re.search(r"dl_dst=([0-9a-f:]{17})", line)
+        m_out = re.search(r"actions=output:(\d+)", line)
+        m_idle = re.search(r"idle_age=(\d+)", line)
+        if not (m_key and m_mac and m_out):
+            continue
+        key = int(m_key.group(1), 16)
+        vnet = by_key.get(key)
+        rows.append({
+            "vnet": vnet.id.short if vnet else f"key {key:#x}",
+            "mac": m_mac.group(1),
+            "peer": ports.get(int(m_out.group(1)), f"port {m_out.group(1)}"),
+            "idle": int(m_idle.group(1)) if m_idle else 0,
+        })
+    return sorted(rows, key=lambda r: (r["vnet"], r["mac"]))
+
+
+def varp_flush(host: Host, cfg: VnetConfig | None = None) -> None:
+    if host.db.bridge(M.TRANSPORT_BRIDGE) is not None:
+        ofctl.flush_learned(host.rundir, M.TRANSPORT_BRIDGE, cfg.key if cfg else None)
+
+
+def vifs_view(host: Host, cfg: VnetConfig | None = None) -> list[dict[str, Any]]:
+    defs, _ = state.definitions(host.db)
+    rows = []
+    for c in sorted(defs.values(), key=lambda c: c.id):
+        if cfg is not None and c.id != cfg.id:
+            continue
+        bridge = host.db.bridge(c.bridge)
+        if bridge is None:
+            continue
+        for port in sorted(bridge.ports, key=lambda p: p.name):
+            if port.name == bridge.name or M.ROLE in port.external_ids:
+                continue
+            iface = port.interfaces[0]
+            rows.append({
+                "vnet": c.id.short, "bridge": c.bridge, "port": port.name,
+                "mac": iface.mac_in_use[0] if iface.mac_in_use else None,
+                "ofport": state.ofport(iface),
+                "mtu": iface.mtu[0] if iface.mtu else None,
+            })
+    return rows
+
+
+def wait_for(predicate: Any, timeout: float, interval: float = 0.1) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())

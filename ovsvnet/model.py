@@ -15,6 +15,8 @@ Port   ``ovsvnet-role=patch``       a patch port joining a vnet bridge to br-vne
 Port   ``ovsvnet-role=vnetif``      the vnet's host interface (Xen's vnif)
 Port   ``ovsvnet-role=tunnel``      a tunnel port to one peer (``ovsvnet-peer=<address>``)
 Port   ``ovsvnet-vnet``             the vnet id a patch/vnetif port belongs to
+Port   ``ovsvnet-origin``           a discovered peer's host id (tunnel ports)
+Port   ``ovsvnet-vnets``            the vnet keys (hex) a discovered peer carries
 Open_vSwitch ``ovsvnet-peer-<A>``   a static peer at address A; value = its tunnel UDP port
 Open_vSwitch ``ovsvnet-local-ip``   tunnel endpoint, when not detected from the routes
 Open_vSwitch ``ovsvnet-datapath``   datapath type for new bridges (netdev|system)
@@ -34,6 +36,8 @@ VNET_ID = "ovsvnet-id"
 CONFIG = "ovsvnet-config"
 PORT_VNET = "ovsvnet-vnet"
 PORT_PEER = "ovsvnet-peer"
+PORT_ORIGIN = "ovsvnet-origin"
+PORT_VNETS = "ovsvnet-vnets"
 PEER_PREFIX = "ovsvnet-peer-"
 LOCAL_IP = "ovsvnet-local-ip"
 DATAPATH = "ovsvnet-datapath"

@@ -12,14 +12,14 @@ import re
 import socket
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ovsvnet import flows as F
 from ovsvnet import model as M
 from ovsvnet import netlink, ofctl, state
 from ovsvnet.config import VnetConfig
 from ovsvnet.errors import ConfigError, ConflictError, NotFoundError, OvsvnetError
-from ovsvnet.ovsdb import Aborted, Ovsdb
+from ovsvnet.ovsdb import Ovsdb
 from ovsvnet.reconcile import Layout, TunnelSpec, stage
 from ovsvnet.vnetid import VnetId
 
@@ -88,16 +88,25 @@ def underlay(host: Host, peers: Iterable[str]) -> Underlay:
     return Underlay(local_ip, M.DEFAULT_UNDERLAY_MTU, "default")
 
 
-def peer_specs(host: Host) -> list[TunnelSpec]:
-    specs = {p.address: TunnelSpec(p.address, p.port, None) for p in state.static_peers(host.db)}
+def peer_specs(host: Host, statics: list[state.StaticPeer] | None = None) -> list[TunnelSpec]:
+    """Static peers (carrying every vnet until heard) overlaid with what discovery heard.
+
+    A static peer that announces itself is known exactly, so its announced vnets replace
+    the "every vnet" assumption; a static peer that never announces (plain kernel VXLAN,
+    an old host) keeps getting every vnet.
+    """
+    if statics is None:
+        statics = state.static_peers(host.db)
+    specs = {p.address: TunnelSpec(p.address, p.port, None) for p in statics}
     for d in host.discovered:
-        specs.setdefault(d.address, d)
+        specs[d.address] = d
     return list(specs.values())
 
 
-def layout_for(host: Host, vnets: list[VnetConfig], und: Underlay) -> Layout:
+def layout_for(host: Host, vnets: list[VnetConfig], und: Underlay,
+               statics: list[state.StaticPeer] | None = None) -> Layout:
     active_keys = {c.key for c in vnets if is_active(host, c)}
-    tunnels = [t for t in peer_specs(host)
+    tunnels = [t for t in peer_specs(host, statics)
                if active_keys and (t.vnets is None or t.vnets & active_keys)]
     ipver = ipaddress.ip_address(und.local_ip).version if und.local_ip else 4
     return Layout(
@@ -110,14 +119,27 @@ def layout_for(host: Host, vnets: list[VnetConfig], und: Underlay) -> Layout:
     )
 
 
-def _commit(host: Host, change: Any) -> Layout | None:
-    """One transaction: ``change(defs)`` returns the new definitions, then stage them."""
-    und = underlay(host, [t.address for t in peer_specs(host)])
+PeerChange = Callable[[list[state.StaticPeer]], list[state.StaticPeer]]
+
+
+def _commit(host: Host, change: Callable[[dict[VnetId, VnetConfig]], dict[VnetId, VnetConfig]],
+            peer_change: PeerChange | None = None, new_peer: str | None = None) -> Layout | None:
+    """One transaction: the command's change plus everything derived from it.
+
+    ``change(defs)`` returns the new definitions; ``peer_change(statics)`` (staging its own
+    OVSDB edit) returns the new static peers. Both are re-run on TRY_AGAIN against a fresh
+    view, then :func:`ovsvnet.reconcile.stage` adds the derived rows.
+    """
+    peers = [t.address for t in peer_specs(host)] + ([new_peer] if new_peer else [])
+    und = underlay(host, peers)
 
     def build(txn: Any) -> Layout:
         defs, _ = state.definitions(host.db)
         new_defs = change(dict(defs))
-        layout = layout_for(host, list(new_defs.values()), und)
+        statics = state.static_peers(host.db)
+        if peer_change is not None:
+            statics = peer_change(statics)
+        layout = layout_for(host, list(new_defs.values()), und, statics)
         stage(txn, host.db, layout)
         return layout
 
@@ -132,19 +154,40 @@ def _commit(host: Host, change: Any) -> Layout | None:
 
 # -- flows --------------------------------------------------------------------------------
 
-def apply_flows(host: Host) -> SyncReport:
-    """Bring every ovsvnet bridge's flows to the desired set (no-op when already there)."""
+FlowCache = dict[str, tuple[str, ...]]
+
+
+def _apply(host: Host, bridge: str, desired: list[F.Flow], report: SyncReport,
+           cache: FlowCache | None) -> None:
+    rendered = tuple(f.render() for f in desired)
+    if cache is not None and cache.get(bridge) == rendered:
+        return
+    report.flow_changes.append(ofctl.apply(host.rundir, bridge, desired))
+    if cache is not None:
+        cache[bridge] = rendered
+
+
+def apply_flows(host: Host, bridges: set[str] | None = None,
+                cache: FlowCache | None = None) -> SyncReport:
+    """Bring ovsvnet bridges' flows to the desired set (no-op when already there).
+
+    ``bridges`` limits the work to those bridges (a create touches its own bridge and the
+    transport bridge, not the other 999). ``cache`` remembers what was last applied per
+    bridge so a long-running agent skips bridges whose desired flows did not change; it
+    must be cleared when ovs-vswitchd may have lost flows (canary gone).
+    """
     db = host.db
     db.run()
     report = SyncReport()
     defs, _ = state.definitions(db)
     active = {c.key for c in defs.values() if is_active(host, c)}
     for cfg in defs.values():
-        if db.bridge(cfg.bridge) is not None:
-            report.flow_changes.append(
-                ofctl.apply(host.rundir, cfg.bridge, F.vnet_bridge_flows(cfg.key)))
+        if (bridges is None or cfg.bridge in bridges) and db.bridge(cfg.bridge) is not None:
+            _apply(host, cfg.bridge, F.vnet_bridge_flows(cfg.key), report, cache)
     transport = db.bridge(M.TRANSPORT_BRIDGE)
     if transport is None or transport.external_ids.get(M.ROLE) != M.ROLE_TRANSPORT:
+        return report
+    if bridges is not None and M.TRANSPORT_BRIDGE not in bridges:
         return report
     discovered = {d.address: d for d in host.discovered}
     vnet_ports: list[F.VnetPort] = []
@@ -166,17 +209,18 @@ def apply_flows(host: Host) -> SyncReport:
             address = port.external_ids[M.PORT_PEER]
             d = discovered.get(address)
             tunnel_ports.append(F.TunnelPort(address, ofp, d.vnets if d else None))
-    report.flow_changes.append(
-        ofctl.apply(host.rundir, M.TRANSPORT_BRIDGE, F.transport_flows(vnet_ports, tunnel_ports)))
-    report.pruned_learned = ofctl.prune_learned(
-        host.rundir, M.TRANSPORT_BRIDGE, {t.ofport for t in tunnel_ports})
+    applied_before = len(report.flow_changes)
+    _apply(host, M.TRANSPORT_BRIDGE, F.transport_flows(vnet_ports, tunnel_ports), report, cache)
+    if cache is None or len(report.flow_changes) > applied_before:
+        report.pruned_learned = ofctl.prune_learned(
+            host.rundir, M.TRANSPORT_BRIDGE, {t.ofport for t in tunnel_ports})
     return report
 
 
-def sync(host: Host) -> SyncReport:
+def sync(host: Host, cache: FlowCache | None = None) -> SyncReport:
     """Reconcile OVSDB rows and flows with the stored definitions and peers."""
     _commit(host, lambda defs: defs)
-    return apply_flows(host)
+    return apply_flows(host, cache=cache)
 
 
 # -- vnets --------------------------------------------------------------------------------
@@ -226,7 +270,7 @@ def create(host: Host, cfg: VnetConfig, may_exist: bool = False) -> tuple[bool, 
         return defs
 
     _commit(host, change)
-    return created, apply_flows(host)
+    return created, apply_flows(host, {cfg.bridge, M.TRANSPORT_BRIDGE})
 
 
 def delete(host: Host, text: str, force: bool = False) -> tuple[VnetConfig, SyncReport]:
@@ -245,7 +289,7 @@ def delete(host: Host, text: str, force: bool = False) -> tuple[VnetConfig, Sync
         return defs
 
     _commit(host, change)
-    return cfg, apply_flows(host)
+    return cfg, apply_flows(host, {M.TRANSPORT_BRIDGE})
 
 
 # -- peers --------------------------------------------------------------------------------
@@ -274,60 +318,65 @@ def peer_add(host: Host, text: str, port: int = M.VXLAN_PORT,
     if not 1 <= port <= 65535:
         raise ConfigError(f"port: {port} is not a UDP port (1-65535)")
     address = resolve_address(text)
-    if ipaddress.ip_address(address).is_multicast or ipaddress.ip_address(address).is_unspecified:
-        raise ConfigError(f"peer: {address} is not a unicast address")
+    ip = ipaddress.ip_address(address)
+    if ip.is_multicast or ip.is_unspecified or ip.is_loopback:
+        raise ConfigError(f"peer: {address} is not a unicast host address")
     key = M.PEER_PREFIX + address
     added = True
 
-    def build(txn: Any) -> None:
+    def change(statics: list[state.StaticPeer]) -> list[state.StaticPeer]:
         nonlocal added
         current = host.db.ovs.external_ids.get(key)
-        if current == str(port):
-            added = False
-            raise Aborted()
-        if current is not None and not may_exist:
+        added = current != str(port)
+        if current is not None and added and not may_exist:
             raise ConflictError(f"peer: {address} already exists with port {current}")
-        host.db.ovs.setkey("external_ids", key, str(port))
+        if added:
+            host.db.ovs.setkey("external_ids", key, str(port))
+        return [p for p in statics if p.address != address] + [state.StaticPeer(address, port)]
 
-    host.db.transact(build, wait_vswitchd=False)
-    report = sync(host)
-    return address, added, report
+    _commit(host, lambda defs: defs, change, new_peer=address)
+    return address, added, apply_flows(host, {M.TRANSPORT_BRIDGE})
 
 
 def peer_delete(host: Host, text: str) -> tuple[str, SyncReport]:
     address = resolve_address(text)
     key = M.PEER_PREFIX + address
 
-    def build(txn: Any) -> None:
+    def change(statics: list[state.StaticPeer]) -> list[state.StaticPeer]:
         if key not in host.db.ovs.external_ids:
             raise NotFoundError(f"peer: {address} is not a static peer of this host")
         host.db.ovs.delkey("external_ids", key)
+        return [p for p in statics if p.address != address]
 
-    host.db.transact(build, wait_vswitchd=False)
-    return address, sync(host)
+    _commit(host, lambda defs: defs, change)
+    return address, apply_flows(host, {M.TRANSPORT_BRIDGE})
 
 
 def peers_view(host: Host) -> list[dict[str, Any]]:
+    """Static peers and tunnels as OVSDB has them (discovered peers are on their ports)."""
     db = host.db
+    rows: dict[str, dict[str, Any]] = {}
+    for p in state.static_peers(db):
+        rows[p.address] = {"address": p.address, "port": p.port, "static": True,
+                           "origin": None, "vnets": "all", "tunnel": None,
+                           "tunnel_state": "absent"}
     transport = db.bridge(M.TRANSPORT_BRIDGE)
-    tunnels = {}
-    if transport is not None:
-        for port in transport.ports:
-            if port.external_ids.get(M.ROLE) == M.ROLE_TUNNEL:
-                tunnels[port.external_ids[M.PORT_PEER]] = port.interfaces[0]
-    rows = []
-    for spec in peer_specs(host):
-        iface = tunnels.get(spec.address)
-        rows.append({
-            "address": spec.address,
-            "port": spec.port,
-            "static": spec.vnets is None,
-            "vnets": "all" if spec.vnets is None else sorted(f"{k:04x}" for k in spec.vnets),
-            "tunnel": iface.name if iface is not None else None,
-            "tunnel_state": ("up" if iface is not None and state.ofport(iface) else
-                             "absent" if iface is None else "error"),
-        })
-    return rows
+    for port in transport.ports if transport is not None else []:
+        ext = port.external_ids
+        if ext.get(M.ROLE) != M.ROLE_TUNNEL:
+            continue
+        iface = port.interfaces[0]
+        row = rows.setdefault(ext[M.PORT_PEER], {
+            "address": ext[M.PORT_PEER], "static": False, "origin": None,
+            "port": int(iface.options.get("dst_port", M.VXLAN_PORT))})
+        row["origin"] = ext.get(M.PORT_ORIGIN)
+        if M.PORT_VNETS in ext:
+            row["vnets"] = sorted(f"{int(k, 16):04x}" for k in ext[M.PORT_VNETS].split(",") if k)
+        else:
+            row["vnets"] = "all"
+        row["tunnel"] = port.name
+        row["tunnel_state"] = "up" if state.ofport(iface) else "error"
+    return sorted(rows.values(), key=lambda r: ipaddress.ip_address(r["address"]))
 
 
 # -- read-only views ----------------------------------------------------------------------

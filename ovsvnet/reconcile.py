@@ -24,10 +24,21 @@ class TunnelSpec:
     address: str
     port: int = M.VXLAN_PORT
     vnets: frozenset[int] | None = None  # keys it carries; None = every vnet (static peer)
+    origin: str | None = None  # the peer's host id, when learned by discovery
 
     @property
     def name(self) -> str:
         return M.tunnel_port_name(self.address)
+
+    def external_ids(self) -> dict[str, str]:
+        """What the tunnel port records about its peer, so a restarted agent can resume
+        with the same peers (and the same flows) instead of tearing tunnels down."""
+        ext = {M.ROLE: M.ROLE_TUNNEL, M.PORT_PEER: self.address}
+        if self.origin is not None:
+            ext[M.PORT_ORIGIN] = self.origin
+        if self.vnets is not None:
+            ext[M.PORT_VNETS] = ",".join(f"{k:x}" for k in sorted(self.vnets))
+        return ext
 
 
 @dataclass
@@ -142,6 +153,8 @@ def _sync_ports(txn: Any, db: Ovsdb, bridge: Any, created: bool,
             iface.options = options
         if mtu is not None and list(iface.mtu_request) != [mtu]:
             iface.mtu_request = [mtu]
+        if dict(port.external_ids) != ext:
+            port.external_ids = ext
     if created:
         bridge.ports = list(bridge.ports) + new_ports
     else:
@@ -217,5 +230,5 @@ def stage(txn: Any, db: Ovsdb, layout: Layout) -> None:
             {M.ROLE: M.ROLE_PATCH, M.PORT_VNET: cfg.id.canonical}, None)
     for spec in layout.tunnels:
         wanted[spec.name] = ("vxlan", tunnel_options(spec, layout.local_ip),
-                             {M.ROLE: M.ROLE_TUNNEL, M.PORT_PEER: spec.address}, None)
+                             spec.external_ids(), None)
     _sync_ports(txn, db, bridge, created, wanted, layout)

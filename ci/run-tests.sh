@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Run the whole suite: unit tests (no root) and functional tests (real OVS in namespaces).
+# pytest's exit code 5 ("no tests collected") is a failure here: a suite that ran nothing
+# proves nothing.
+set -uo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+venv=${OVSVNET_VENV:-$here/.venv}
+cd "$here"
+"$venv/bin/python" -m pytest tests -q -p no:cacheprovider "$@"
+rc=$?
+if [ $rc -eq 5 ]; then
+  echo "run-tests: pytest collected no tests" >&2
+  exit 1
+fi
+exit $rc

@@ -119,17 +119,17 @@ def cli(ctx: click.Context, db: str, rundir: str | None, timeout: float) -> None
 
 # -- vnets ----------------------------------------------------------------------------------
 
-def _config_from(file: str | None, vid: str | None, bridge: str | None,
-                 vnetif: str | None, security: str | None) -> VnetConfig:
-    if file and vid:
-        raise click.UsageError("give a FILE or --id, not both")
-    if file:
+def _configs_from(files: Sequence[str], vid: str | None, bridge: str | None,
+                  vnetif: str | None, security: str | None) -> list[VnetConfig]:
+    if files and vid:
+        raise click.UsageError("give FILEs or --id, not both")
+    if files:
         if bridge or vnetif or security:
             raise click.UsageError("--bridge/--vnetif/--security go with --id, not with FILE")
-        return VnetConfig.from_file(file)
+        return [VnetConfig.from_file(f) for f in files]
     if not vid:
         raise click.UsageError("give a config FILE or --id ID")
-    return VnetConfig.build(vid, bridge=bridge, vnetif=vnetif, security=security)
+    return [VnetConfig.build(vid, bridge=bridge, vnetif=vnetif, security=security)]
 
 
 def _print_created(cfg: VnetConfig, created: bool, host: ops.Host) -> None:
@@ -147,23 +147,26 @@ def _print_created(cfg: VnetConfig, created: bool, host: ops.Host) -> None:
 Examples:
   ovsvnet create examples/vnet97.sxp
   ovsvnet create --id 97 --bridge vnet97 --vnetif vnif97
-  ovsvnet create --may-exist vnet97.sxp     # no error if the same vnet exists""")
-@click.argument("file", required=False, type=click.Path(dir_okay=False))
+  ovsvnet create --may-exist vnet97.sxp     # no error if the same vnet exists
+  ovsvnet create vnets/*.sxp                # many vnets, one transaction""")
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--id", "vid", metavar="ID", help="Vnet id (hex; short form = last field).")
 @click.option("--bridge", metavar="NAME", help="Bridge name (default vnet<id>).")
 @click.option("--vnetif", metavar="NAME", help="Host interface on the vnet (default none).")
 @click.option("--security", type=click.Choice(SECURITY_LEVELS), help="Default none.")
 @click.option("--may-exist", is_flag=True, help="Succeed if an identical vnet exists.")
 @pass_session
-def create(s: Session, file: str | None, vid: str | None, bridge: str | None,
+def create(s: Session, files: tuple[str, ...], vid: str | None, bridge: str | None,
            vnetif: str | None, security: str | None, may_exist: bool) -> None:
-    """Define a vnet from an SXP FILE or from options.
+    """Define vnets from SXP FILEs (all or none, one transaction) or from options.
 
-    FILE holds one expression: (vnet (id 97) (bridge vnet97) (vnetif vnif97) (security none))
+    Each FILE holds one expression:
+    (vnet (id 97) (bridge vnet97) (vnetif vnif97) (security none))
     """
-    cfg = _config_from(file, vid, bridge, vnetif, security)
-    created, report = ops.create(s.host, cfg, may_exist=may_exist)
-    _print_created(cfg, created, s.host)
+    cfgs = _configs_from(files, vid, bridge, vnetif, security)
+    created, report = ops.create_many(s.host, cfgs, may_exist=may_exist)
+    for cfg in cfgs:
+        _print_created(cfg, cfg.id in created, s.host)
     report_sync(report)
 
 
@@ -279,7 +282,7 @@ def vnet_create(s: Session, vnet: str, security: str | None, bridge: str | None,
                 vnetif: str | None, may_exist: bool) -> None:
     """Xen's vnet-create: VNET is a config file (xm) or an id (vn)."""
     if os.path.exists(vnet):
-        cfg = _config_from(vnet, None, bridge, vnetif, security)
+        (cfg,) = _configs_from([vnet], None, bridge, vnetif, security)
     else:
         cfg = VnetConfig.build(vnet, bridge=bridge, vnetif=vnetif, security=security)
     created, report = ops.create(s.host, cfg, may_exist=may_exist)
@@ -318,28 +321,6 @@ def vnet_list(s: Session, vnets: tuple[str, ...], long: bool) -> None:
 
 
 # -- host ---------------------------------------------------------------------------------
-
-@cli.command(epilog="""\b
-Examples:
-  ovsvnet setup                   # check the host and prepare OVS
-  ovsvnet setup --default-vnets   # also vnets 2, 3, 4 like Xen's vnet module""")
-@click.option("--default-vnets", is_flag=True,
-              help="Create Xen's test vnets 2, 3 and 4 (vnetifs vnif0002..vnif0004).")
-@pass_session
-def setup(s: Session, default_vnets: bool) -> None:
-    """Prepare this host (and optionally create the old module's default vnets)."""
-    view = ops.host_view(s.host)
-    click.echo(f"datapath {view['datapath_type']}, tunnel endpoint "
-               f"{view['local_ip'] or 'unknown'}, underlay MTU {view['underlay_mtu']} "
-               f"({view['underlay_mtu_source']}), vnet MTU {view['vnet_mtu']}")
-    if default_vnets:
-        for n in (2, 3, 4):
-            vid = VnetId(n)
-            cfg = VnetConfig.build(vid, vnetif=default_vnif_name(vid))
-            created, report = ops.create(s.host, cfg, may_exist=True)
-            _print_created(cfg, created, s.host)
-            report_sync(report)
-
 
 @cli.command(epilog="""\b
 Examples:
@@ -390,8 +371,9 @@ def peers(s: Session, as_json: bool) -> None:
     """List peers and the state of their tunnels."""
     rows = ops.peers_view(s.host)
     emit(rows, as_json, lambda r: table(r, [
-        ("address", "PEER"), ("port", "PORT"), ("vnets", "VNETS"), ("tunnel", "TUNNEL"),
-        ("tunnel_state", "STATE")]) if r else click.echo("no peers"))
+        ("address", "PEER"), ("port", "PORT"), ("static", "STATIC"), ("origin", "HOST"),
+        ("vnets", "VNETS"), ("tunnel", "TUNNEL"), ("tunnel_state", "STATE")])
+        if r else click.echo("no peers"))
 
 
 # -- learned state (vn varp, vifs) --------------------------------------------------------
@@ -432,13 +414,105 @@ def vifs(s: Session, vnet: str | None, as_json: bool) -> None:
         ("ofport", "OFPORT"), ("mtu", "MTU")]) if r else click.echo("no domain ports"))
 
 
+# -- agent ----------------------------------------------------------------------------------
+
+@cli.command(epilog="""\b
+Examples:
+  ovsvnet agent                                  # multicast 224.10.0.1:1798, every 5 s
+  ovsvnet agent --interval 2 --key-file /etc/ovsvnet/discovery.key
+  ovsvnet agent --no-multicast                   # static peers only (ovsvnet peer-add)
+  ovs-appctl -t /var/run/openvswitch/ovsvnet-agent.ctl status""")
+@click.option("--group", default="224.10.0.1", show_default=True,
+              help="Multicast group for announcements.")
+@click.option("--port", "disc_port", default=1798, show_default=True, type=int,
+              help="UDP port for announcements.")
+@click.option("--ttl", default=1, show_default=True, type=click.IntRange(1, 255),
+              help="Multicast TTL (1 = this segment only; use peer-add across routers).")
+@click.option("--interface", metavar="ADDRESS",
+              help="Local address to send and join multicast on (default: tunnel endpoint).")
+@click.option("--interval", default=5.0, show_default=True,
+              type=click.FloatRange(0.2, 3600), help="Seconds between announcements.")
+@click.option("--hold", type=click.IntRange(1, 65535), metavar="SECONDS",
+              help="Peers expire after this long unheard (default 3 intervals).")
+@click.option("--key-file", type=click.Path(dir_okay=False),
+              help="Shared key (mode 0600): announcements are HMAC-signed and checked.")
+@click.option("--no-multicast", is_flag=True, help="Only talk to static peers.")
+@click.option("--pidfile", type=click.Path(dir_okay=False), help="Write the pid here.")
+@pass_session
+def agent(s: Session, group: str, disc_port: int, ttl: int, interface: str | None,
+          interval: float, hold: int | None, key_file: str | None, no_multicast: bool,
+          pidfile: str | None) -> None:
+    """Run the agent: discover peers, keep tunnels and flows right, repair after restarts."""
+    from ovsvnet.agent import Agent, AgentOptions, read_key_file
+    try:
+        import ipaddress
+        if not ipaddress.ip_address(group).is_multicast:
+            raise ConfigError(f"group: {group} is not a multicast address")
+    except ValueError as exc:
+        raise ConfigError(f"group: {group} is not an IP address") from exc
+    opts = AgentOptions(group=group, port=disc_port, ttl=ttl, interface=interface,
+                        interval=interval, hold_time=hold,
+                        key=read_key_file(key_file) if key_file else None,
+                        multicast=not no_multicast)
+    if pidfile:
+        with open(pidfile, "w") as f:
+            f.write(f"{os.getpid()}\n")
+    try:
+        Agent(s.host, opts).run()
+    finally:
+        if pidfile and os.path.exists(pidfile):
+            os.unlink(pidfile)
+
+
+def _render_status(data: dict[str, Any]) -> None:
+    h = data["host"]
+    click.echo(f"host: datapath {h['datapath_type']}, tunnel endpoint {h['local_ip'] or '?'}, "
+               f"underlay MTU {h['underlay_mtu']} ({h['underlay_mtu_source']}), "
+               f"vnet MTU {h['vnet_mtu']}")
+    a = data.get("agent")
+    if not a:
+        click.echo("agent: not running (peers below are static only)")
+    else:
+        click.echo(f"agent: {a['system_id']} up {a['uptime']}s, announcing to "
+                   f"{a['group'] or 'static peers only'} every {a['interval']}s "
+                   f"(hold {a['hold_time']}s, auth {'on' if a['authenticated'] else 'off'}), "
+                   f"{a['syncs']} syncs, {a['vswitchd_restarts']} vswitchd restarts repaired")
+        if a["peers"]:
+            table(a["peers"], [("origin", "PEER"), ("address", "ADDRESS"), ("vnets", "VNETS"),
+                               ("last_seen", "SEEN(s ago)"), ("via", "VIA")])
+        drops = {k: v for k, v in a["counters"].items()
+                 if v and (k.startswith("decode_") or k in ("stale", "stranger"))}
+        if drops:
+            click.echo("dropped: " + ", ".join(f"{k} {v}" for k, v in sorted(drops.items())))
+    click.echo("tunnels:")
+    table(data["tunnels"], [("address", "  PEER"), ("vnets", "VNETS"), ("tunnel", "PORT"),
+                            ("tunnel_state", "STATE")]) if data["tunnels"] else \
+        click.echo("  none")
+
+
+@cli.command(epilog="""\b
+Examples:
+  ovsvnet status
+  ovsvnet status --json | jq '.agent.peers'""")
+@json_option
+@pass_session
+def status(s: Session, as_json: bool) -> None:
+    """This host, its agent and peers (when the agent runs), and its tunnels."""
+    from ovsvnet.agent import query
+    data = {"host": ops.host_view(s.host), "agent": query(s.rundir),
+            "tunnels": [t for t in ops.peers_view(s.host) if t["tunnel"]]}
+    emit(data, as_json, _render_status)
+
+
 def _register_optional() -> None:
     """Subcommand groups that live in their own modules."""
-    try:
-        from ovsvnet.cli_sandbox import sandbox
-    except ImportError:  # pragma: no cover - sandbox is part of the package
-        return
+    from ovsvnet.cli_sandbox import sandbox
     cli.add_command(sandbox)
+    try:
+        from ovsvnet import cli_host
+    except ImportError:  # pragma: no cover - the module is being written
+        return
+    cli_host.register(cli)
 
 
 _register_optional()
@@ -453,7 +527,8 @@ def main(argv: Sequence[str] | None = None, prog_name: str = "ovsvnet") -> None:
         click.echo("aborted", err=True)
         sys.exit(1)
     except click.ClickException as exc:
-        exc.show()
+        # One line, like every other error: usage errors name the option and the rule.
+        click.echo(f"{prog_name}: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

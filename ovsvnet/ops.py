@@ -240,37 +240,53 @@ def resolve(host: Host, text: str) -> VnetConfig:
     raise NotFoundError(f"vnet: no vnet '{text}' on this host (ovsvnet list shows them)")
 
 
-def create(host: Host, cfg: VnetConfig, may_exist: bool = False) -> tuple[bool, SyncReport]:
-    """Define a vnet. Returns (created, report); (False, ...) when an identical one exists."""
-    created = True
+def create_many(host: Host, cfgs: list[VnetConfig],
+                may_exist: bool = False) -> tuple[set[VnetId], SyncReport]:
+    """Define vnets in one transaction (all or none). Returns the ids actually created;
+    with ``may_exist`` an identical existing definition is accepted and left as it is."""
+    created: set[VnetId] = set()
+    seen: dict[VnetId, VnetConfig] = {}
+    for cfg in cfgs:
+        if cfg.id in seen and seen[cfg.id] != cfg:
+            raise ConflictError(f"id: vnet {cfg.id.short} is given twice, differently")
+        seen[cfg.id] = cfg
 
     def change(defs: dict[VnetId, VnetConfig]) -> dict[VnetId, VnetConfig]:
-        nonlocal created
-        old = defs.get(cfg.id)
-        if old is not None:
-            if may_exist and old == cfg:
-                created = False
-                return defs
-            hint = ("" if not may_exist else
-                    f" with a different definition: {old.to_sxp()}")
-            raise ConflictError(
-                f"id: vnet {cfg.id.short} already exists{hint or f' (bridge {old.bridge})'}"
-                + ("" if may_exist else "; --may-exist accepts an identical definition"))
-        for other in defs.values():
-            if cfg.bridge in (other.bridge, other.vnetif):
-                raise ConflictError(
-                    f"bridge: '{cfg.bridge}' is already used by vnet {other.id.short}")
-            if cfg.vnetif and cfg.vnetif in (other.bridge, other.vnetif):
-                raise ConflictError(
-                    f"vnetif: '{cfg.vnetif}' is already used by vnet {other.id.short}")
-        if cfg.vnetif and host.db.interface(cfg.vnetif) is not None:
-            raise ConflictError(f"vnetif: an interface named '{cfg.vnetif}' already exists "
-                                "in OVSDB")
-        defs[cfg.id] = cfg
+        created.clear()
+        names = {n: c for c in defs.values() for n in (c.bridge, c.vnetif) if n}
+        for cfg in seen.values():
+            old = defs.get(cfg.id)
+            if old is not None:
+                if may_exist and old == cfg:
+                    continue
+                if may_exist:
+                    raise ConflictError(f"id: vnet {cfg.id.short} already exists with a "
+                                        f"different definition: {old.to_sxp()}")
+                raise ConflictError(f"id: vnet {cfg.id.short} already exists (bridge "
+                                    f"{old.bridge}); --may-exist accepts an identical "
+                                    "definition")
+            for field_name in ("bridge", "vnetif"):
+                name = getattr(cfg, field_name)
+                if name and name in names:
+                    raise ConflictError(f"{field_name}: '{name}' is already used by vnet "
+                                        f"{names[name].id.short}")
+            if cfg.vnetif and host.db.interface(cfg.vnetif) is not None:
+                raise ConflictError(f"vnetif: an interface named '{cfg.vnetif}' already "
+                                    "exists in OVSDB")
+            defs[cfg.id] = cfg
+            created.add(cfg.id)
+            names.update({n: cfg for n in (cfg.bridge, cfg.vnetif) if n})
         return defs
 
     _commit(host, change)
-    return created, apply_flows(host, {cfg.bridge, M.TRANSPORT_BRIDGE})
+    bridges = {c.bridge for c in seen.values()} | {M.TRANSPORT_BRIDGE}
+    return created, apply_flows(host, bridges)
+
+
+def create(host: Host, cfg: VnetConfig, may_exist: bool = False) -> tuple[bool, SyncReport]:
+    """Define one vnet. Returns (created, report); (False, ...) when an identical one exists."""
+    created, report = create_many(host, [cfg], may_exist)
+    return cfg.id in created, report
 
 
 def delete(host: Host, text: str, force: bool = False) -> tuple[VnetConfig, SyncReport]:

@@ -279,7 +279,11 @@ class Agent:
                 if exc.errno in (errno.EAGAIN, errno.EINTR):
                     return
                 raise
-            self._handle(data, src[0], self._is_multicast(ancdata), now)
+            try:
+                self._handle(data, src[0], self._is_multicast(ancdata), now)
+            except Exception as exc:  # a datagram must never take the agent down
+                self.table.note_decode_error("internal")
+                log("message-dropped", level="warn", src=src[0], error=repr(exc))
 
     @staticmethod
     def _is_multicast(ancdata: list[tuple[int, int, bytes]]) -> bool:

@@ -17,12 +17,25 @@ peer, ``options:key=flow``). Its pipeline, after Neutron's br-tun:
     table 10 FROM_TUNNEL  tun_id=K: learn (K, src MAC) -> that tunnel into table 30,
                           then out to vnet K's patch port only   <- split horizon: a frame
                           from a tunnel can never leave by a tunnel
+                          tun_id=K and a broadcast ARP or a RARP (what a guest sends when
+                          it arrives after a migration): also learn a *locked* entry
+                          (priority 110, hard timeout MOVE_LOCK seconds), see below
                           multicast source MAC, or unknown key: drop
     table 20 FROM_VNET    multicast/broadcast dst: goto 40; unicast: goto 30
     table 30 UNICAST      learned (tun_id, dst MAC) -> output:that tunnel; else goto 40
     table 40 FLOOD        tun_id=K -> output to every peer carrying K (head-end replication)
     table 200 CANARY      one drop flow; if it is gone, ovs-vswitchd restarted and lost
                           every flow, so the agent reinstalls them
+
+Why the lock: OVS keeps, per datapath flow, a cached copy of the learn it executed and
+re-applies it when it pushes that flow's statistics (up to ~0.5 s later). If a moved guest's
+last frames from its old host are pushed *after* its gratuitous ARP from the new host was
+learned, OVS re-creates the old (MAC -> old host) entry, and the guest stays unreachable until
+it speaks again (``ofproto_flow_mod_learn_refresh`` re-creates a replaced learned rule; seen
+here in about 1 test run in 5). The locked entry learned from the announcement outranks
+the ordinary one for MOVE_LOCK seconds, long enough for ordinary traffic from the new location
+to relearn the ordinary entry for good. It is the same idea as OVS's own gratuitous-ARP lock
+in its MAC learning table (which applies only to bonds).
 
 The flow count grows as vnets + peers (never vnets x peers): ingress is checked per peer in
 table 0 and per key in table 10; only the flood action lists name several ports.
@@ -65,6 +78,13 @@ TABLE_NAMES = {
 LEARN_IDLE_TIMEOUT = 300
 
 MULTICAST_MAC = "01:00:00:00:00:00/01:00:00:00:00:00"
+
+#: Seconds a location learned from a broadcast ARP or RARP outranks ordinary learning.
+MOVE_LOCK = 10
+
+#: What a guest sends to announce itself after a move: QEMU and Xen send RARP or gratuitous
+#: ARP (a broadcast ARP); any broadcast ARP proves where its sender is at that moment.
+ANNOUNCEMENTS = ("dl_type=0x8035", "arp,dl_dst=ff:ff:ff:ff:ff:ff")
 
 
 def cookie(kind: int, key: int = 0) -> int:
@@ -142,6 +162,13 @@ def learn_action(key: int, idle_timeout: int = LEARN_IDLE_TIMEOUT) -> str:
             "NXM_NX_TUN_ID[],NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],output:NXM_OF_IN_PORT[])")
 
 
+def lock_action(key: int, lock: int = MOVE_LOCK) -> str:
+    """The locked entry learned from an announcement (see "Why the lock" above)."""
+    return (f"learn(table={T_UNICAST},priority=110,hard_timeout={lock},"
+            f"delete_learned,cookie={cookie(KIND_LEARNED, key):#x},"
+            "NXM_NX_TUN_ID[],NXM_OF_ETH_DST[]=NXM_OF_ETH_SRC[],output:NXM_OF_IN_PORT[])")
+
+
 def transport_flows(vnets: list[VnetPort], tunnels: list[TunnelPort],
                     idle_timeout: int = LEARN_IDLE_TIMEOUT) -> list[Flow]:
     """Every static flow of the transport bridge for these vnets and tunnels."""
@@ -176,6 +203,12 @@ def transport_flows(vnets: list[VnetPort], tunnels: list[TunnelPort],
             T_FROM_TUNNEL, 100, f"tun_id={vnet.key:#x}",
             f"{learn_action(vnet.key, idle_timeout)},output:{vnet.patch_ofport}", c,
             f"into vnet key {vnet.key:#x}: learn the sender, deliver locally only"))
+        for announcement in ANNOUNCEMENTS:
+            flows.append(Flow(
+                T_FROM_TUNNEL, 150, f"tun_id={vnet.key:#x},{announcement}",
+                f"{learn_action(vnet.key, idle_timeout)},{lock_action(vnet.key)},"
+                f"output:{vnet.patch_ofport}", c,
+                f"into vnet key {vnet.key:#x}: an announcement; learn and lock the sender"))
         outputs = [f"output:{t.ofport}" for t in sorted(tunnels, key=lambda t: t.ofport)
                    if t.carries(vnet.key)]
         if outputs:

@@ -462,23 +462,29 @@ def varp_view(host: Host, cfg: VnetConfig | None = None) -> list[dict[str, Any]]
             ports[ofp] = port.external_ids.get(M.PORT_PEER, port.name)
     defs, _ = state.definitions(db)
     by_key = {c.key: c for c in defs.values()}
-    rows = []
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
     for line in out.splitlines():
         m_key = re.search(r"tun_id=(0x[0-9a-f]+)", line)
         m_mac = re.search(r"dl_dst=([0-9a-f:]{17})", line)
         m_out = re.search(r"actions=output:(\d+)", line)
         m_idle = re.search(r"idle_age=(\d+)", line)
+        m_prio = re.search(r"priority=(\d+)", line)
         if not (m_key and m_mac and m_out):
             continue
         key = int(m_key.group(1), 16)
         vnet = by_key.get(key)
-        rows.append({
+        entry = {
             "vnet": vnet.id.short if vnet else f"key {key:#x}",
             "mac": m_mac.group(1),
             "peer": ports.get(int(m_out.group(1)), f"port {m_out.group(1)}"),
             "idle": int(m_idle.group(1)) if m_idle else 0,
-        })
-    return sorted(rows, key=lambda r: (r["vnet"], r["mac"]))
+            "locked": bool(m_prio and int(m_prio.group(1)) > 100),
+        }
+        # a locked entry (from a move announcement) is the one lookups use
+        current = rows.get((entry["vnet"], entry["mac"]))
+        if current is None or (entry["locked"] and not current["locked"]):
+            rows[(entry["vnet"], entry["mac"])] = entry
+    return [rows[k] for k in sorted(rows)]
 
 
 def varp_flush(host: Host, cfg: VnetConfig | None = None) -> None:

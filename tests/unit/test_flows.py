@@ -31,9 +31,23 @@ def test_frames_from_a_tunnel_only_reach_the_vnet_patch():
     for f in from_tunnel:
         assert not (_outputs(f) & tunnel_ports), f"split horizon broken by {f.render()}"
         assert "goto_table" not in f.actions and "resubmit" not in f.actions
-    # each key is delivered to its own patch port
-    delivery = {f.match: _outputs(f) for f in from_tunnel if f.priority == 100}
-    assert delivery == {"tun_id=0x97": {1}, "tun_id=0x98": {2}}
+    # each key is delivered to its own patch port (announcements too)
+    delivery = {f.match: _outputs(f) for f in from_tunnel if f.priority in (100, 150)}
+    assert delivery == {
+        "tun_id=0x97": {1}, "tun_id=0x98": {2},
+        "tun_id=0x97,dl_type=0x8035": {1}, "tun_id=0x98,dl_type=0x8035": {2},
+        "tun_id=0x97,arp,dl_dst=ff:ff:ff:ff:ff:ff": {1},
+        "tun_id=0x98,arp,dl_dst=ff:ff:ff:ff:ff:ff": {2}}
+
+
+def test_announcements_learn_a_locked_entry_that_outranks_ordinary_learning():
+    flows = F.transport_flows([F.VnetPort(0x97, 1)], [F.TunnelPort("10.0.0.2", 10)])
+    ann = [f for f in flows if f.table == F.T_FROM_TUNNEL and f.priority == 150]
+    assert len(ann) == 2
+    for f in ann:
+        assert f.actions.count("learn(") == 2
+        assert f"priority=110,hard_timeout={F.MOVE_LOCK}" in f.actions
+        assert "priority=100,idle_timeout=" in f.actions
 
 
 def test_flood_goes_only_to_peers_carrying_the_vnet():
@@ -87,7 +101,7 @@ def test_flow_count_grows_as_vnets_plus_peers(n_vnets, n_peers):
     vnets = [F.VnetPort(k + 2, k + 1) for k in range(n_vnets)]
     tunnels = [F.TunnelPort(f"10.0.{p // 250}.{p % 250 + 1}", 1000 + p) for p in range(n_peers)]
     flows = F.transport_flows(vnets, tunnels)
-    assert len(flows) <= 8 + 3 * n_vnets + n_peers
+    assert len(flows) <= 8 + 5 * n_vnets + n_peers
     assert len({(f.table, f.priority, f.match) for f in flows}) == len(flows), "duplicate match"
 
 

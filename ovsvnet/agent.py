@@ -239,7 +239,8 @@ class Agent:
 
     def _local_vnets(self) -> dict[VnetId, str]:
         defs, _ = state.definitions(self.db)
-        return {c.id: c.security for c in defs.values() if ops.is_active(self.host, c)}
+        sec = ops.security(self.host)
+        return {c.id: c.security for c in defs.values() if ops.is_active(self.host, c, sec)}
 
     def _send(self, data: bytes, address: str) -> None:
         try:

@@ -12,9 +12,15 @@ Two kinds of bridge carry ovsvnet flows:
 peer, ``options:key=flow``). Its pipeline, after Neutron's br-tun:
 
     table 0  CLASSIFY     from vnet K's patch: tun_id:=K, goto 20
-                          from peer P's tunnel (in_port and tun_src both P's): goto 10
+                          from peer P's tunnel (in_port and tun_src both P's): reg0 := the
+                          tunnel's security level (0 none/VXLAN, 1 auth/Geneve,
+                          2 conf/GRE; see ovsvnet.ipsec), goto 10
                           anything else: drop
-    table 10 FROM_TUNNEL  tun_id=K: learn (K, src MAC) -> that tunnel into table 30,
+    table 10 FROM_TUNNEL  tun_id=K, reg0=level of K (a frame for a vnet only counts when it
+                          came through a tunnel of that vnet's level: an auth/conf vnet
+                          never accepts a frame from the clear VXLAN tunnel, and a none
+                          vnet never one from an IPsec tunnel):
+                          learn (K, src MAC) -> that tunnel into table 30,
                           then out to vnet K's patch port only   <- split horizon: a frame
                           from a tunnel can never leave by a tunnel
                           tun_id=K and a broadcast ARP or a RARP (what a guest sends when
@@ -23,7 +29,8 @@ peer, ``options:key=flow``). Its pipeline, after Neutron's br-tun:
                           multicast source MAC, or unknown key: drop
     table 20 FROM_VNET    multicast/broadcast dst: goto 40; unicast: goto 30
     table 30 UNICAST      learned (tun_id, dst MAC) -> output:that tunnel; else goto 40
-    table 40 FLOOD        tun_id=K -> output to every peer carrying K (head-end replication)
+    table 40 FLOOD        tun_id=K -> output to every peer carrying K, through the tunnel
+                          of K's level (head-end replication)
     table 200 CANARY      one drop flow; if it is gone, ovs-vswitchd restarted and lost
                           every flow, so the agent reinstalls them
 
@@ -125,19 +132,22 @@ class Flow:
 
 @dataclass(frozen=True)
 class VnetPort:
-    """A vnet as the transport bridge sees it: its key and its patch port's ofport."""
+    """A vnet as the transport bridge sees it: key, patch port, security level code."""
 
     key: int
     patch_ofport: int
+    level: int = 0
 
 
 @dataclass(frozen=True)
 class TunnelPort:
-    """A tunnel to one peer; ``vnets`` are the keys it carries, None = all (static peer)."""
+    """A tunnel to one peer at one security level; ``vnets`` are the keys the peer
+    carries, None = all (static peer)."""
 
     address: str
     ofport: int
     vnets: frozenset[int] | None = None
+    level: int = 0
 
     def carries(self, key: int) -> bool:
         return self.vnets is None or key in self.vnets
@@ -191,26 +201,27 @@ def transport_flows(vnets: list[VnetPort], tunnels: list[TunnelPort],
         flows.append(Flow(
             T_CLASSIFY, 100,
             f"in_port={tunnel.ofport},{_tun_src_field(tunnel.address)}={tunnel.address}",
-            f"goto_table:{T_FROM_TUNNEL}", cookie(KIND_PEER),
-            f"from peer {tunnel.address}"))
+            f"set_field:{tunnel.level}->reg0,goto_table:{T_FROM_TUNNEL}", cookie(KIND_PEER),
+            f"from peer {tunnel.address}, security level {tunnel.level}"))
     for vnet in sorted(vnets, key=lambda v: v.key):
         c = cookie(KIND_VNET, vnet.key)
         flows.append(Flow(
             T_CLASSIFY, 100, f"in_port={vnet.patch_ofport}",
             f"set_field:{vnet.key:#x}->tun_id,goto_table:{T_FROM_VNET}", c,
             f"from vnet key {vnet.key:#x}: tag with its key"))
+        into = f"tun_id={vnet.key:#x},reg0={vnet.level}"
         flows.append(Flow(
-            T_FROM_TUNNEL, 100, f"tun_id={vnet.key:#x}",
+            T_FROM_TUNNEL, 100, into,
             f"{learn_action(vnet.key, idle_timeout)},output:{vnet.patch_ofport}", c,
             f"into vnet key {vnet.key:#x}: learn the sender, deliver locally only"))
         for announcement in ANNOUNCEMENTS:
             flows.append(Flow(
-                T_FROM_TUNNEL, 150, f"tun_id={vnet.key:#x},{announcement}",
+                T_FROM_TUNNEL, 150, f"{into},{announcement}",
                 f"{learn_action(vnet.key, idle_timeout)},{lock_action(vnet.key)},"
                 f"output:{vnet.patch_ofport}", c,
                 f"into vnet key {vnet.key:#x}: an announcement; learn and lock the sender"))
         outputs = [f"output:{t.ofport}" for t in sorted(tunnels, key=lambda t: t.ofport)
-                   if t.carries(vnet.key)]
+                   if t.carries(vnet.key) and t.level == vnet.level]
         if outputs:
             flows.append(Flow(
                 T_FLOOD, 100, f"tun_id={vnet.key:#x}", ",".join(outputs), c,

@@ -17,6 +17,7 @@ Port   ``ovsvnet-role=tunnel``      a tunnel port to one peer (``ovsvnet-peer=<a
 Port   ``ovsvnet-vnet``             the vnet id a patch/vnetif port belongs to
 Port   ``ovsvnet-origin``           a discovered peer's host id (tunnel ports)
 Port   ``ovsvnet-vnets``            the vnet keys (hex) a discovered peer carries
+Port   ``ovsvnet-level``            a tunnel's security level (none|auth|conf)
 Open_vSwitch ``ovsvnet-peer-<A>``   a static peer at address A; value = its tunnel UDP port
 Open_vSwitch ``ovsvnet-local-ip``   tunnel endpoint, when not detected from the routes
 Open_vSwitch ``ovsvnet-datapath``   datapath type for new bridges (netdev|system)
@@ -38,6 +39,7 @@ PORT_VNET = "ovsvnet-vnet"
 PORT_PEER = "ovsvnet-peer"
 PORT_ORIGIN = "ovsvnet-origin"
 PORT_VNETS = "ovsvnet-vnets"
+PORT_LEVEL = "ovsvnet-level"
 PEER_PREFIX = "ovsvnet-peer-"
 LOCAL_IP = "ovsvnet-local-ip"
 DATAPATH = "ovsvnet-datapath"

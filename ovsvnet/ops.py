@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from ovsvnet import flows as F
+from ovsvnet import ipsec
 from ovsvnet import model as M
-from ovsvnet import netlink, ofctl, state
+from ovsvnet import ofctl, state
 from ovsvnet.config import VnetConfig
 from ovsvnet.errors import ConfigError, ConflictError, NotFoundError, OvsvnetError
 from ovsvnet.ovsdb import Ovsdb
@@ -45,22 +46,47 @@ class SyncReport:
         return sum(len(c.removed) + len(c.added) for c in self.flow_changes)
 
 
-# -- security: until IPsec is wired (issue "security levels"), secure vnets stay local ----
+# -- security levels ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Security:
+    """Whether auth/conf vnets can cross the underlay here, and with what keys."""
+
+    reason: str | None  # why not, or None when they can
+    credentials: ipsec.Credentials | None = None
+    algorithms: ipsec.Algorithms | None = None
+
+
+def security(host: Host) -> Security:
+    """IPsec needs the kernel datapath, kernel ESP, a running ovs-monitor-ipsec and keys.
+
+    ovsvnet never carries a secure vnet in clear: where any of these is missing its bridge
+    stays local (domains on this host still talk to each other) and it is shown as
+    inactive with this reason.
+    """
+    settings = dict(host.db.ovs.external_ids)
+    support = ipsec.host_support(state.datapath_type(host.db), host.rundir)
+    if not support.ok:
+        return Security(support.reason)
+    try:
+        credentials = ipsec.credentials_from_settings(settings)
+        algorithms = ipsec.Algorithms.from_settings(settings)
+    except ConfigError as exc:
+        return Security(str(exc))
+    if credentials is None:
+        return Security("no IPsec keys configured: set external_ids:"
+                        f"{ipsec.SETTING_SECRET_FILE} or certificates (docs/security.md)")
+    return Security(None, credentials, algorithms)
+
 
 def ipsec_unavailable_reason(host: Host) -> str | None:
-    """Why an auth/conf vnet cannot cross the underlay here, or None if it can.
-
-    ovsvnet never carries a secure vnet in clear: without working IPsec its bridge stays
-    local (domains on this host still talk to each other) and is shown as inactive.
-    """
-    if state.datapath_type(host.db) == "netdev":
-        return ("IPsec needs the kernel datapath and kernel ESP; the userspace (netdev) "
-                "datapath cannot encrypt tunnels")
-    return "this version of ovsvnet does not drive ovs-monitor-ipsec yet"
+    return security(host).reason
 
 
-def is_active(host: Host, cfg: VnetConfig) -> bool:
-    return cfg.security == "none" or ipsec_unavailable_reason(host) is None
+def is_active(host: Host, cfg: VnetConfig, sec: Security | None = None) -> bool:
+    if cfg.security == "none":
+        return True
+    return (sec or security(host)).reason is None
 
 
 # -- building the layout ------------------------------------------------------------------
@@ -74,6 +100,8 @@ class Underlay:
 
 def underlay(host: Host, peers: Iterable[str]) -> Underlay:
     """Tunnel endpoint and underlay MTU: configured values win, else the routes say."""
+    from ovsvnet import netlink  # pyroute2 costs 0.2 s to import; only commands that need it
+
     peers = list(peers)
     local_ip = state.setting(host.db, M.LOCAL_IP)
     configured_mtu = state.setting(host.db, M.UNDERLAY_MTU)
@@ -105,17 +133,29 @@ def peer_specs(host: Host, statics: list[state.StaticPeer] | None = None) -> lis
 
 def layout_for(host: Host, vnets: list[VnetConfig], und: Underlay,
                statics: list[state.StaticPeer] | None = None) -> Layout:
-    active_keys = {c.key for c in vnets if is_active(host, c)}
-    tunnels = [t for t in peer_specs(host, statics)
-               if active_keys and (t.vnets is None or t.vnets & active_keys)]
+    """Tunnels: one per (peer, level) for each level of the active vnets the peer carries."""
+    sec = security(host)
+    active = [c for c in vnets if is_active(host, c, sec)]
+    level_of = {c.key: c.security for c in active}
+    tunnels = []
+    for peer in peer_specs(host, statics):
+        keys = set(level_of) if peer.vnets is None else set(level_of) & peer.vnets
+        for level in sorted({level_of[k] for k in keys}):
+            tunnels.append(peer.at_level(level))
     ipver = ipaddress.ip_address(und.local_ip).version if und.local_ip else 4
     return Layout(
         vnets=sorted(vnets, key=lambda c: c.id),
-        active_keys=active_keys,
+        active_keys=set(level_of),
         tunnels=tunnels,
         datapath_type=state.datapath_type(host.db),
-        mtu=M.vnet_mtu(und.mtu, ipver),
-        local_ip=state.setting(host.db, M.LOCAL_IP),
+        mtus={c.key: ipsec.vnet_mtu(c.security, und.mtu, sec.algorithms, ipver)
+              for c in vnets},
+        local_ip=state.setting(host.db, M.LOCAL_IP) or (
+            und.local_ip if sec.reason is None else None),
+        credentials=sec.credentials,
+        algorithms=sec.algorithms,
+        ipsec_other_config=(ipsec.open_vswitch_other_config(sec.credentials)
+                            if sec.reason is None else None),
     )
 
 
@@ -180,7 +220,9 @@ def apply_flows(host: Host, bridges: set[str] | None = None,
     db.run()
     report = SyncReport()
     defs, _ = state.definitions(db)
-    active = {c.key for c in defs.values() if is_active(host, c)}
+    sec = security(host)
+    active = {c.key: ipsec.LEVEL_CODES[c.security] for c in defs.values()
+              if is_active(host, c, sec)}
     for cfg in defs.values():
         if (bridges is None or cfg.bridge in bridges) and db.bridge(cfg.bridge) is not None:
             _apply(host, cfg.bridge, F.vnet_bridge_flows(cfg.key), report, cache)
@@ -204,11 +246,12 @@ def apply_flows(host: Host, bridges: set[str] | None = None,
         if role == M.ROLE_PATCH:
             vid = VnetId.parse(port.external_ids[M.PORT_VNET])
             if vid.key in active:
-                vnet_ports.append(F.VnetPort(vid.key, ofp))
+                vnet_ports.append(F.VnetPort(vid.key, ofp, active[vid.key]))
         else:
             address = port.external_ids[M.PORT_PEER]
             d = discovered.get(address)
-            tunnel_ports.append(F.TunnelPort(address, ofp, d.vnets if d else None))
+            level = ipsec.LEVEL_CODES.get(port.external_ids.get(M.PORT_LEVEL, "none"), 0)
+            tunnel_ports.append(F.TunnelPort(address, ofp, d.vnets if d else None, level))
     applied_before = len(report.flow_changes)
     _apply(host, M.TRANSPORT_BRIDGE, F.transport_flows(vnet_ports, tunnel_ports), report, cache)
     if cache is None or len(report.flow_changes) > applied_before:
@@ -397,11 +440,12 @@ def peers_view(host: Host) -> list[dict[str, Any]]:
 
 # -- read-only views ----------------------------------------------------------------------
 
-def vnet_view(host: Host, cfg: VnetConfig, und: Underlay | None = None) -> dict[str, Any]:
+def vnet_view(host: Host, cfg: VnetConfig, sec: Security | None = None) -> dict[str, Any]:
     db = host.db
     bridge = db.bridge(cfg.bridge)
     data: dict[str, Any] = cfg.to_dict()
-    reason = None if is_active(host, cfg) else ipsec_unavailable_reason(host)
+    sec = sec or security(host)
+    reason = None if is_active(host, cfg, sec) else sec.reason
     ports = []
     mtu = None
     if bridge is not None:
@@ -429,7 +473,9 @@ def vnet_view(host: Host, cfg: VnetConfig, und: Underlay | None = None) -> dict[
 
 def list_view(host: Host) -> tuple[list[dict[str, Any]], list[state.BrokenVnet]]:
     defs, broken = state.definitions(host.db)
-    return [vnet_view(host, cfg) for cfg in sorted(defs.values(), key=lambda c: c.id)], broken
+    sec = security(host)
+    return [vnet_view(host, cfg, sec) for cfg in sorted(defs.values(), key=lambda c: c.id)], \
+        broken
 
 
 def host_view(host: Host) -> dict[str, Any]:
@@ -442,7 +488,10 @@ def host_view(host: Host) -> dict[str, Any]:
         "underlay_mtu": und.mtu,
         "underlay_mtu_source": und.mtu_source,
         "vnet_mtu": M.vnet_mtu(und.mtu, ipver),
-        "encapsulation": "vxlan",
+        "vnet_mtu_by_level": {lvl: ipsec.vnet_mtu(lvl, und.mtu, None, ipver)
+                              for lvl in ipsec.LEVELS},
+        "encapsulation": {lvl: ipsec.tunnel_type(lvl) for lvl in ipsec.LEVELS},
+        "ipsec": security(host).reason or "available",
     }
 
 

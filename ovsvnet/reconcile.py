@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ovsvnet import ipsec
 from ovsvnet import model as M
 from ovsvnet.config import VnetConfig
 from ovsvnet.errors import ConflictError
@@ -25,15 +26,19 @@ class TunnelSpec:
     port: int = M.VXLAN_PORT
     vnets: frozenset[int] | None = None  # keys it carries; None = every vnet (static peer)
     origin: str | None = None  # the peer's host id, when learned by discovery
+    level: str = "none"  # one tunnel per (peer, security level), see ovsvnet.ipsec
 
     @property
     def name(self) -> str:
-        return M.tunnel_port_name(self.address)
+        return ipsec.port_name(self.level, self.address)
+
+    def at_level(self, level: str) -> "TunnelSpec":
+        return TunnelSpec(self.address, self.port, self.vnets, self.origin, level)
 
     def external_ids(self) -> dict[str, str]:
         """What the tunnel port records about its peer, so a restarted agent can resume
         with the same peers (and the same flows) instead of tearing tunnels down."""
-        ext = {M.ROLE: M.ROLE_TUNNEL, M.PORT_PEER: self.address}
+        ext = {M.ROLE: M.ROLE_TUNNEL, M.PORT_PEER: self.address, M.PORT_LEVEL: self.level}
         if self.origin is not None:
             ext[M.PORT_ORIGIN] = self.origin
         if self.vnets is not None:
@@ -51,8 +56,14 @@ class Layout:
     active_keys: set[int]
     tunnels: list[TunnelSpec]
     datapath_type: str
-    mtu: int | None
+    #: MTU for each vnet's bridge port and vnetif, by key (it depends on the level).
+    mtus: dict[int, int]
     local_ip: str | None = None
+    #: IPsec keys and proposals, and the Open_vSwitch other_config they need; None where
+    #: IPsec is not usable (then no secure tunnel is in ``tunnels``).
+    credentials: ipsec.Credentials | None = None
+    algorithms: ipsec.Algorithms | None = None
+    ipsec_other_config: dict[str, str] | None = None
     created_interfaces: set[str] = field(default_factory=set)
 
 
@@ -172,13 +183,12 @@ def _set_mtu(bridge: Any, mtu: int | None) -> None:
                     iface.mtu_request = [mtu]
 
 
-def tunnel_options(spec: TunnelSpec, local_ip: str | None) -> dict[str, str]:
-    options = {"remote_ip": spec.address, "key": "flow"}
-    if spec.port != M.VXLAN_PORT:
-        options["dst_port"] = str(spec.port)
-    if local_ip:
-        options["local_ip"] = local_ip
-    return options
+def tunnel_interface(spec: TunnelSpec, layout: Layout) -> tuple[str, dict[str, str]]:
+    """The Interface type and options of a tunnel (IPsec options for auth/conf)."""
+    itype, _, options = ipsec.tunnel_spec(
+        spec.level, spec.address, layout.local_ip, layout.credentials, layout.algorithms,
+        remote_name=spec.origin, dst_port=spec.port if spec.port != M.VXLAN_PORT else None)
+    return itype, options
 
 
 def stage(txn: Any, db: Ovsdb, layout: Layout) -> None:
@@ -199,8 +209,9 @@ def stage(txn: Any, db: Ovsdb, layout: Layout) -> None:
             raise ConflictError(
                 f"bridge: '{cfg.bridge}' is already the bridge of vnet "
                 f"{existing.external_ids.get(M.VNET_ID)}")
+        mtu = layout.mtus.get(cfg.key)
         bridge, created = _ensure_bridge(txn, db, cfg.bridge, ext, layout.datapath_type,
-                                         layout, layout.mtu)
+                                         layout, mtu)
         owned = {M.PORT_VNET: cfg.id.canonical}
         wanted = {}
         if cfg.key in layout.active_keys:
@@ -208,10 +219,10 @@ def stage(txn: Any, db: Ovsdb, layout: Layout) -> None:
                 "patch", {"peer": M.transport_patch_name(cfg.key)},
                 {M.ROLE: M.ROLE_PATCH, **owned}, None)
         if cfg.vnetif:
-            wanted[cfg.vnetif] = ("internal", {}, {M.ROLE: M.ROLE_VNETIF, **owned}, layout.mtu)
+            wanted[cfg.vnetif] = ("internal", {}, {M.ROLE: M.ROLE_VNETIF, **owned}, mtu)
         _sync_ports(txn, db, bridge, created, wanted, layout)
         if not created:
-            _set_mtu(bridge, layout.mtu)
+            _set_mtu(bridge, mtu)
 
     transport = db.bridge(M.TRANSPORT_BRIDGE)
     if not layout.active_keys:
@@ -229,6 +240,12 @@ def stage(txn: Any, db: Ovsdb, layout: Layout) -> None:
             "patch", {"peer": M.vnet_patch_name(cfg.key)},
             {M.ROLE: M.ROLE_PATCH, M.PORT_VNET: cfg.id.canonical}, None)
     for spec in layout.tunnels:
-        wanted[spec.name] = ("vxlan", tunnel_options(spec, layout.local_ip),
-                             spec.external_ids(), None)
+        itype, options = tunnel_interface(spec, layout)
+        wanted[spec.name] = (itype, options, spec.external_ids(), None)
     _sync_ports(txn, db, bridge, created, wanted, layout)
+    if layout.ipsec_other_config is not None:
+        other = dict(db.ovs.other_config)
+        wanted_other = {k: v for k, v in other.items() if k not in ipsec.OTHER_CONFIG_KEYS}
+        wanted_other.update(layout.ipsec_other_config)
+        if wanted_other != other:
+            db.ovs.other_config = wanted_other

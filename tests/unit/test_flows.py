@@ -34,10 +34,27 @@ def test_frames_from_a_tunnel_only_reach_the_vnet_patch():
     # each key is delivered to its own patch port (announcements too)
     delivery = {f.match: _outputs(f) for f in from_tunnel if f.priority in (100, 150)}
     assert delivery == {
-        "tun_id=0x97": {1}, "tun_id=0x98": {2},
-        "tun_id=0x97,dl_type=0x8035": {1}, "tun_id=0x98,dl_type=0x8035": {2},
-        "tun_id=0x97,arp,dl_dst=ff:ff:ff:ff:ff:ff": {1},
-        "tun_id=0x98,arp,dl_dst=ff:ff:ff:ff:ff:ff": {2}}
+        "tun_id=0x97,reg0=0": {1}, "tun_id=0x98,reg0=0": {2},
+        "tun_id=0x97,reg0=0,dl_type=0x8035": {1}, "tun_id=0x98,reg0=0,dl_type=0x8035": {2},
+        "tun_id=0x97,reg0=0,arp,dl_dst=ff:ff:ff:ff:ff:ff": {1},
+        "tun_id=0x98,reg0=0,arp,dl_dst=ff:ff:ff:ff:ff:ff": {2}}
+
+
+def test_each_vnet_accepts_and_floods_only_through_tunnels_of_its_level():
+    none, auth, conf = 0, 1, 2
+    vnets = [F.VnetPort(0x97, 1, none), F.VnetPort(0x98, 2, auth), F.VnetPort(0x99, 3, conf)]
+    tunnels = [F.TunnelPort("10.0.0.2", 10, None, none), F.TunnelPort("10.0.0.2", 11, None, auth),
+               F.TunnelPort("10.0.0.2", 12, None, conf)]
+    flows = F.transport_flows(vnets, tunnels)
+    marks = {f.match: f.actions for f in flows if f.table == F.T_CLASSIFY and "tun_src" in f.match}
+    assert marks == {
+        "in_port=10,tun_src=10.0.0.2": f"set_field:0->reg0,goto_table:{F.T_FROM_TUNNEL}",
+        "in_port=11,tun_src=10.0.0.2": f"set_field:1->reg0,goto_table:{F.T_FROM_TUNNEL}",
+        "in_port=12,tun_src=10.0.0.2": f"set_field:2->reg0,goto_table:{F.T_FROM_TUNNEL}"}
+    accepts = {f.match for f in flows if f.table == F.T_FROM_TUNNEL and f.priority == 100}
+    assert accepts == {"tun_id=0x97,reg0=0", "tun_id=0x98,reg0=1", "tun_id=0x99,reg0=2"}
+    flood = {f.match: _outputs(f) for f in flows if f.table == F.T_FLOOD and f.priority == 100}
+    assert flood == {"tun_id=0x97": {10}, "tun_id=0x98": {11}, "tun_id=0x99": {12}}
 
 
 def test_announcements_learn_a_locked_entry_that_outranks_ordinary_learning():

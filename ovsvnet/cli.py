@@ -290,7 +290,10 @@ def vnet_create(s: Session, vnet: str, security: str | None, bridge: str | None,
     report_sync(report)
 
 
-@cli.command("vnet-delete")
+@cli.command("vnet-delete", epilog="""\b
+Examples:
+  ovsvnet vnet-delete 97
+  vn vnet-delete vnif97 -b""")
 @click.argument("vnet")
 @click.option("-b", "--bridge", "with_bridge", is_flag=True,
               help="Accepted for vn compatibility; the bridge always goes with the vnet.")
@@ -303,7 +306,10 @@ def vnet_delete(s: Session, vnet: str, with_bridge: bool, force: bool) -> None:
     report_sync(report)
 
 
-@cli.command("vnet-list")
+@cli.command("vnet-list", epilog="""\b
+Examples:
+  ovsvnet vnet-list
+  ovsvnet vnet-list -l 97""")
 @click.argument("vnets", nargs=-1)
 @click.option("-l", "--long", is_flag=True, help="Print each definition as SXP.")
 @pass_session
@@ -354,7 +360,9 @@ def peer_add(s: Session, host: str, port: int) -> None:
     report_sync(report)
 
 
-@cli.command("peer-delete")
+@cli.command("peer-delete", epilog="""\b
+Examples:
+  ovsvnet peer-delete 192.0.2.7""")
 @click.argument("host")
 @pass_session
 def peer_delete(s: Session, host: str) -> None:
@@ -364,7 +372,10 @@ def peer_delete(s: Session, host: str) -> None:
     report_sync(report)
 
 
-@cli.command()
+@cli.command(epilog="""\b
+Examples:
+  ovsvnet peers
+  ovsvnet peers --json""")
 @json_option
 @pass_session
 def peers(s: Session, as_json: bool) -> None:
@@ -378,7 +389,10 @@ def peers(s: Session, as_json: bool) -> None:
 
 # -- learned state (vn varp, vifs) --------------------------------------------------------
 
-@cli.command()
+@cli.command(epilog="""\b
+Examples:
+  ovsvnet varp          # every vnet
+  ovsvnet varp 97 --json""")
 @click.argument("vnet", required=False)
 @json_option
 @pass_session
@@ -391,7 +405,10 @@ def varp(s: Session, vnet: str | None, as_json: bool) -> None:
         if r else click.echo("no learned addresses"))
 
 
-@cli.command("varp-flush")
+@cli.command("varp-flush", epilog="""\b
+Examples:
+  ovsvnet varp-flush
+  ovsvnet varp-flush 97""")
 @click.argument("vnet", required=False)
 @pass_session
 def varp_flush(s: Session, vnet: str | None) -> None:
@@ -401,7 +418,10 @@ def varp_flush(s: Session, vnet: str | None) -> None:
     click.echo("flushed")
 
 
-@cli.command()
+@cli.command(epilog="""\b
+Examples:
+  ovsvnet vifs
+  ovsvnet vifs 97 --json""")
 @click.argument("vnet", required=False)
 @json_option
 @pass_session
@@ -521,8 +541,10 @@ _register_optional()
 def main(argv: Sequence[str] | None = None, prog_name: str = "ovsvnet") -> None:
     """Entry point: run the CLI, turning ovsvnet errors into one line and an exit code."""
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name=prog_name,
-                 standalone_mode=False)
+        # with standalone_mode=False click returns what ctx.exit(code) set instead of
+        # exiting; keep that code
+        rv = cli.main(args=list(argv) if argv is not None else None, prog_name=prog_name,
+                      standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(1)
@@ -537,7 +559,7 @@ def main(argv: Sequence[str] | None = None, prog_name: str = "ovsvnet") -> None:
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         sys.exit(130)
-    sys.exit(0)
+    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 def vn_main() -> None:

@@ -518,6 +518,24 @@ class Host:
         finally:
             self.stop_ovsdb()
 
+    def stop_agent(self, timeout: float = 5) -> None:
+        """Stop an ``ovsvnet agent`` that wrote ``<dir>/agent.pid`` (checked by command line)."""
+        pid = _read_pid(self.dir / "agent.pid")
+        if pid is None or not pid_alive(pid):
+            return
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return
+        if b"ovsvnet" not in b" ".join(cmdline) or b"agent" not in cmdline:
+            return
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
     def start(self) -> None:
         self.start_ovsdb()
         self.start_vswitchd()
@@ -996,6 +1014,7 @@ class Lab:
         self._down = True
         for host in reversed(list(self.hosts.values())):
             try:
+                host.stop_agent()
                 host.stop()
             except Exception as err:
                 errors.append(f"{host.name}: {err}")

@@ -5,7 +5,7 @@
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 venv=${OVSVNET_VENV:-$here/.venv}
-cd "$here"
+cd "$here" || exit 1
 "$venv/bin/python" -m pytest tests -q -p no:cacheprovider "$@"
 rc=$?
 if [ $rc -eq 5 ]; then

@@ -194,10 +194,7 @@ class Ovsdb:
                 raise OvsUnreachableError(
                     f"ovs-vswitchd did not apply the change within {self.timeout:g}s "
                     f"(the database has it); is ovs-vswitchd running for {self.remote}?")
-            poller = ovs.poller.Poller()
-            self.idl.wait(poller)
-            poller.timer_wait(int(max(0.0, deadline - time.monotonic()) * 1000))
-            poller.block()
+            self._block(deadline)
 
     def _wait_for_change(self, seqno: int, deadline: float, what: str) -> None:
         while self.idl.change_seqno == seqno and not self.idl.run():
@@ -209,10 +206,14 @@ class Ovsdb:
                 raise OvsUnreachableError(
                     f"OVSDB at {self.remote} sent nothing within {self.timeout:g}s "
                     f"while waiting for {what}")
-            poller = ovs.poller.Poller()
-            self.idl.wait(poller)
-            poller.timer_wait(int(max(0.0, deadline - time.monotonic()) * 1000))
-            poller.block()
+            self._block(deadline)
+
+    def _block(self, deadline: float) -> None:
+        """Sleep until the server sends something or the deadline passes."""
+        poller = ovs.poller.Poller()
+        self.idl.wait(poller)
+        poller.timer_wait(int(max(0.0, deadline - time.monotonic()) * 1000))
+        poller.block()
 
     def failed_interfaces(self, names: set[str]) -> list[FailedInterface]:
         """Interfaces among ``names`` that ovs-vswitchd could not create."""

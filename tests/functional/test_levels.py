@@ -89,3 +89,33 @@ def test_show_explains_why_a_secure_vnet_is_inactive():
         host = json.loads(h.ovsvnet("status", "--json").stdout)["host"]
         assert host["vnet_mtu_by_level"]["none"] == 1450
         assert host["vnet_mtu_by_level"]["conf"] < host["vnet_mtu_by_level"]["none"]
+
+
+def test_no_frame_of_an_inactive_secure_vnet_crosses_the_underlay():
+    """auth vnet 98 and none vnet 97 on two hosts that peer; guests on both send broadcasts
+    and unicasts: the underlay carries vnet 97's tunnel traffic and nothing of vnet 98."""
+    from ovsvnet.sandbox import capture
+
+    with Lab() as lab:
+        lab.add_segment("s1")
+        h1, h2 = lab.add_host("h1", "s1"), lab.add_host("h2", "s1")
+        for h, other in ((h1, h2), (h2, h1)):
+            h.ovsvnet("create", "--id", "97")
+            h.ovsvnet("create", "--id", "98", "--security", "auth")
+            h.ovsvnet("peer-add", other.address)
+        s1 = lab.add_guest("x1", "h1", "vnet0098", ip="192.168.98.1/24", mtu=1421)
+        s2 = lab.add_guest("x2", "h2", "vnet0098", ip="192.168.98.2/24", mtu=1421)
+        n1 = lab.add_guest("n1", "h1", "vnet0097", ip="192.168.97.1/24", mtu=1450)
+        n2 = lab.add_guest("n2", "h2", "vnet0097", ip="192.168.97.2/24", mtu=1450)
+        seg = lab.segment("s1")
+        # everything tunnelled: VXLAN, Geneve, GRE, ESP
+        wire = "udp port 4789 or udp port 6081 or ip proto 47 or ip proto 50"
+        with capture(seg, seg.bridge, wire, timeout=20, settle=2, extra=("-e", "-v")) as cap:
+            assert n1.ping(n2.addr, count=3, timeout=10)  # control: vnet 97 does cross
+            assert not s1.ping(s2.addr, count=3, timeout=4)
+            s1.run("ping", "-n", "-b", "-c", "3", "-i", "0.2", "-W", "1",
+                   "192.168.98.255", check=False)
+        assert any("vni 151" in line for line in cap.lines), cap.lines  # vnet 97 = 0x97
+        leaked = [line for line in cap.lines if "192.168.98." in line or "vni 152" in line
+                  or "GRE" in line or "Geneve" in line or "ESP" in line]
+        assert leaked == [], leaked

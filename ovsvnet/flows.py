@@ -129,6 +129,14 @@ class Flow:
         return (f"cookie={self.cookie:#018x},table={self.table},priority={self.priority}"
                 f"{match},actions={self.actions}")
 
+    def dump_form(self) -> str:
+        """How ``ovs-ofctl --no-stats dump-flows`` prints this flow when its match and
+        actions are already in OVS's canonical spelling (true for the vnet bridges' flows).
+        Used only as a shortcut: when it does not match, the diff-flows comparison decides."""
+        table = f"table={self.table}, " if self.table else ""
+        match = f",{self.match}" if self.match else ""
+        return f"cookie={self.cookie:#x}, {table}priority={self.priority}{match} actions={self.actions}"
+
 
 @dataclass(frozen=True)
 class VnetPort:

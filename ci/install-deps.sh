@@ -10,6 +10,7 @@ apt_packages=(
   openvswitch-switch openvswitch-common openvswitch-ipsec python3-openvswitch
   iproute2 iputils-ping ethtool tcpdump iperf3 procps kmod
   python3-venv python3-dev gcc
+  shellcheck
 )
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -32,4 +33,4 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
 "$venv/bin/pip" install -q --upgrade pip
-"$venv/bin/pip" install -q -e "$here[test]"
+"$venv/bin/pip" install -q -e "${here}[test,bench]"

@@ -457,11 +457,14 @@ Examples:
 @click.option("--key-file", type=click.Path(dir_okay=False),
               help="Shared key (mode 0600): announcements are HMAC-signed and checked.")
 @click.option("--no-multicast", is_flag=True, help="Only talk to static peers.")
+@click.option("--canary-interval", default=2.0, show_default=True,
+              type=click.FloatRange(0.1, 60), metavar="SECONDS",
+              help="How often to check that ovs-vswitchd still has ovsvnet's flows.")
 @click.option("--pidfile", type=click.Path(dir_okay=False), help="Write the pid here.")
 @pass_session
 def agent(s: Session, group: str, disc_port: int, ttl: int, interface: str | None,
           interval: float, hold: int | None, key_file: str | None, no_multicast: bool,
-          pidfile: str | None) -> None:
+          canary_interval: float, pidfile: str | None) -> None:
     """Run the agent: discover peers, keep tunnels and flows right, repair after restarts."""
     from ovsvnet.agent import Agent, AgentOptions, read_key_file
     try:
@@ -473,7 +476,7 @@ def agent(s: Session, group: str, disc_port: int, ttl: int, interface: str | Non
     opts = AgentOptions(group=group, port=disc_port, ttl=ttl, interface=interface,
                         interval=interval, hold_time=hold,
                         key=read_key_file(key_file) if key_file else None,
-                        multicast=not no_multicast)
+                        multicast=not no_multicast, canary_interval=canary_interval)
     if pidfile:
         with open(pidfile, "w") as f:
             f.write(f"{os.getpid()}\n")

@@ -86,8 +86,13 @@ LEARN_IDLE_TIMEOUT = 300
 
 MULTICAST_MAC = "01:00:00:00:00:00/01:00:00:00:00:00"
 
-#: Seconds a location learned from a broadcast ARP or RARP outranks ordinary learning.
-MOVE_LOCK = 10
+#: Seconds a location learned from a broadcast ARP or RARP outranks ordinary learning. It
+#: must outlast one revalidation of the datapath flows that carried the MAC's last frames
+#: from its old place (ovs-vswitchd's max-revalidator, 500 ms by default, plus the dump
+#: under load), and no more: an ordinary ARP broadcast sent just before a *second* move
+#: takes a lock too, which the same stale refresh can bring back for the old place, for
+#: this long at most (10 s failed 6 moves in 25 at one move every 2 s; bench.migration_race).
+MOVE_LOCK = 3
 
 #: What a guest sends to announce itself after a move: QEMU and Xen send RARP or gratuitous
 #: ARP (a broadcast ARP); any broadcast ARP proves where its sender is at that moment.

@@ -474,3 +474,50 @@ def test_libreswan_psk_config(host, monitors):
         return {c.split()[-1] for c in mon.text("ipsec.calls").splitlines() if "--start" in c}
     wait_until(lambda: started() >= set(cs), timeout=10, what="every conn to be started")
     assert started() == set(cs)
+
+
+def test_ovsvnet_stages_secure_tunnels_that_the_monitor_turns_into_the_promised_conns(
+        host, monitors):
+    """ovsvnet's own reconciler (not hand-made ports) writes the per-level tunnels, their
+    IPsec options and other_config for a host with none/auth/conf vnets; the real monitor
+    turns them into exactly the promised conns. (On this userspace host ovsvnet would never
+    activate secure vnets by itself: the layout is staged directly, as the reconciler does
+    where IPsec is supported.)"""
+    from ovsvnet import model as M
+    from ovsvnet.config import VnetConfig
+    from ovsvnet.ovsdb import Ovsdb
+    from ovsvnet.reconcile import Layout, TunnelSpec, stage
+
+    algs = I.Algorithms()
+    creds = I.PskCredentials(SECRET)
+    host.vsctl("del-br", "br-vnet")  # the fixture's hand-made bridge; ovsvnet makes its own
+    vnets = [VnetConfig.build("97"), VnetConfig.build("98", security="auth"),
+             VnetConfig.build("99", security="conf")]
+    tunnels = [TunnelSpec(p, level=lvl) for p in PEERS for lvl in I.LEVELS]
+    layout = Layout(vnets=vnets, active_keys={c.key for c in vnets}, tunnels=tunnels,
+                    datapath_type="netdev",
+                    mtus={c.key: I.vnet_mtu(c.security, 1500, algs) for c in vnets},
+                    local_ip=host.address, credentials=creds, algorithms=algs,
+                    ipsec_other_config=I.open_vswitch_other_config(creds))
+    empty = Layout(vnets=[], active_keys=set(), tunnels=[], datapath_type="netdev", mtus={})
+    db = Ovsdb(host.db)
+    try:
+        db.transact(lambda txn: stage(txn, db, layout))
+        made = {t.name: t.level for t in tunnels}
+        _check_ports_accepted(host, made)
+        for t in tunnels:
+            assert host.vsctl("get", "Port", t.name,
+                              f"external_ids:{M.PORT_LEVEL}").strip().strip('"') == t.level
+        assert host.vsctl("get", "Open_vSwitch", ".",
+                          "other_config:ipsec_skb_mark").strip().strip('"') == I.SKB_MARK
+        mon = _start(monitors, host, "strongswan")
+        conf = mon.wait_conns(lambda c: len(conns(c)) == 6, "6 conns in ipsec.conf")
+        _check_level_conns(conns(conf), made, PEERS, algs)
+        # one line per peer, holding exactly the key derived for that pair of hosts
+        lines = parse_secrets(mon.text("etc/ipsec.secrets"))
+        assert {(right, secret) for _, right, secret in lines} == {
+            (p, I.derive_psk(SECRET, host.address, p)) for p in PEERS}, "derived keys differ"
+    finally:
+        db.transact(lambda txn: stage(txn, db, empty))
+        db.close()
+    assert "vnet0098" not in host.vsctl("list-br")

@@ -359,7 +359,7 @@ class Agent:
         self.seen_seqno = self.db.idl.change_seqno
         if report.changed_flows or report.failed:
             log("synced", flows_changed=report.changed_flows,
-                tunnels=len([t for t in self.host.discovered]),
+                tunnels=len(self.host.discovered),
                 failed=";".join(report.failed) or "-")
 
     def _check_canary(self) -> None:

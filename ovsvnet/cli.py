@@ -21,7 +21,7 @@ from ovsvnet import ofctl, ops
 from ovsvnet.config import SECURITY_LEVELS, VnetConfig
 from ovsvnet.errors import EXIT_CODES, ConfigError, OvsvnetError
 from ovsvnet.ovsdb import DEFAULT_DB, Ovsdb, quiet_python_ovs, rundir_for
-from ovsvnet.vnetid import VnetId, default_vnif_name, parse_vnet_id
+
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 

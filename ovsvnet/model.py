@@ -1,4 +1,4 @@
-"""Names and markers ovsvnet puts into OVSDB, and the MTU arithmetic.
+"""Names and markers ovsvnet puts into OVSDB (tunnel names and MTUs: :mod:`ovsvnet.ipsec`).
 
 Everything ovsvnet creates is findable with ``ovs-vsctl`` through these keys, and ovsvnet
 only ever modifies or deletes rows that carry ``ovsvnet-role``: a bridge or port someone else
@@ -27,8 +27,6 @@ Open_vSwitch ``ovsvnet-underlay-mtu`` underlay MTU, when not detected from the r
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
 
 TRANSPORT_BRIDGE = "br-vnet"
 
@@ -54,10 +52,6 @@ ROLE_TUNNEL = "tunnel"
 VXLAN_PORT = 4789
 DEFAULT_UNDERLAY_MTU = 1500
 
-#: Bytes VXLAN adds in front of the guest's frame: outer Ethernet is not counted by the
-#: underlay MTU, so it is IP + UDP + VXLAN + the inner Ethernet header.
-VXLAN_OVERHEAD = {4: 20 + 8 + 8 + 14, 6: 40 + 8 + 8 + 14}
-
 
 def vnet_patch_name(key: int) -> str:
     """The patch port on the vnet bridge side (``vt-`` = "vnet to transport")."""
@@ -67,20 +61,3 @@ def vnet_patch_name(key: int) -> str:
 def transport_patch_name(key: int) -> str:
     """The patch port on the transport side (``vp-`` = "vnet patch")."""
     return f"vp-{key:06x}"
-
-
-def tunnel_port_name(address: str) -> str:
-    """``vx-`` + the IPv4 address in hex (11 chars), or a 12-hex digest for IPv6.
-
-    Interface names are limited to 15 characters, so the address itself cannot be used;
-    the full address is in ``options:remote_ip`` and ``external_ids:ovsvnet-peer``.
-    """
-    ip = ipaddress.ip_address(address)
-    if ip.version == 4:
-        return f"vx-{int(ip):08x}"
-    return "vx-" + hashlib.sha1(ip.packed).hexdigest()[:12]
-
-
-def vnet_mtu(underlay_mtu: int, ip_version: int = 4) -> int:
-    """The largest guest MTU whose frames cross the underlay unfragmented."""
-    return underlay_mtu - VXLAN_OVERHEAD[ip_version]

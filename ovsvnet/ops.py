@@ -11,7 +11,6 @@ import ipaddress
 import re
 import socket
 from concurrent.futures import ThreadPoolExecutor
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
@@ -494,7 +493,7 @@ def host_view(host: Host) -> dict[str, Any]:
         "local_ip": und.local_ip,
         "underlay_mtu": und.mtu,
         "underlay_mtu_source": und.mtu_source,
-        "vnet_mtu": M.vnet_mtu(und.mtu, ipver),
+        "vnet_mtu": ipsec.vnet_mtu("none", und.mtu, None, ipver),
         "vnet_mtu_by_level": {lvl: ipsec.vnet_mtu(lvl, und.mtu, None, ipver)
                               for lvl in ipsec.LEVELS},
         "encapsulation": {lvl: ipsec.tunnel_type(lvl) for lvl in ipsec.LEVELS},
@@ -568,12 +567,3 @@ def vifs_view(host: Host, cfg: VnetConfig | None = None) -> list[dict[str, Any]]
                 "mtu": iface.mtu[0] if iface.mtu else None,
             })
     return rows
-
-
-def wait_for(predicate: Any, timeout: float, interval: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())

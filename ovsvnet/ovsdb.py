@@ -15,7 +15,6 @@ ovs-vsctl does) and read back the interfaces it could not create.
 
 from __future__ import annotations
 
-import errno
 import os
 import time
 from dataclasses import dataclass
@@ -253,16 +252,6 @@ def _short_error(detail: str) -> str:
     if isinstance(data, dict):
         return data.get("details") or data.get("error") or detail
     return detail
-
-
-def connect(remote: str = DEFAULT_DB, timeout: float = 10.0) -> Ovsdb:
-    """Open the database or raise a one-line OvsUnreachableError."""
-    try:
-        return Ovsdb(remote, timeout)
-    except OSError as exc:  # pragma: no cover - stream errors surface as errno above
-        raise OvsUnreachableError(
-            f"cannot reach OVSDB at {remote}: {exc.strerror or errno.errorcode.get(exc.errno)};"
-            " is ovsdb-server running?") from exc
 
 
 def quiet_python_ovs() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ovsvnet import model as M
 from ovsvnet.config import VnetConfig
-from ovsvnet.errors import ConfigError, OvsvnetError
+from ovsvnet.errors import ConfigError
 from ovsvnet.ovsdb import Ovsdb
 from ovsvnet.vnetid import VnetId
 
@@ -92,10 +92,6 @@ def datapath_type(db: Ovsdb) -> str:
     if "netdev" in offered or not offered:
         return "netdev"
     return sorted(offered)[0]
-
-
-def ports_of(db: Ovsdb, bridge: Any) -> list[Any]:
-    return sorted(bridge.ports, key=lambda p: p.name)
 
 
 def domain_ports(bridge: Any) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import textwrap
 from typing import Any
 
@@ -55,23 +54,3 @@ def send_udp(guest: Guest, dst: str, port: int, payload: str, count: int = 1,
             s.sendto({payload.encode()!r}, ({dst!r}, {port}))
     """)
     guest.run("python3", "-c", code)
-
-
-def send_garp(guest: Guest) -> None:
-    """One gratuitous ARP request from the guest's eth0 (what QEMU/Xen send after a move)."""
-    assert guest.addr is not None
-    code = textwrap.dedent(f"""
-        import socket, struct
-        mac = bytes.fromhex({guest.mac.replace(':', '')!r})
-        ip = socket.inet_aton({guest.addr!r})
-        arp = struct.pack('!HHBBH6s4s6s4s', 1, 0x0800, 6, 4, 1, mac, ip, b'\\x00' * 6, ip)
-        frame = b'\\xff' * 6 + mac + b'\\x08\\x06' + arp
-        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-        s.bind(('eth0', 0))
-        s.send(frame)
-    """)
-    guest.run("python3", "-c", code)
-
-
-def count_matching(lines: list[str], pattern: str) -> int:
-    return sum(1 for line in lines if re.search(pattern, line))

@@ -18,7 +18,7 @@ import pytest
 from ovsvnet.flows import MOVE_LOCK
 from ovsvnet.sandbox import Lab, capture, have_root_and_ovs, tcp_transfer, wait_until
 
-from .helpers import flow_dump, send_garp, send_udp
+from .helpers import flow_dump, send_udp
 
 pytestmark = pytest.mark.skipif(not have_root_and_ovs(), reason="needs root and Open vSwitch")
 
@@ -184,7 +184,7 @@ def test_migrated_guest_is_reachable_again_at_once(net, record_property):
     assert a1.ping(net.guest("a3").addr, count=2, timeout=10)  # h1 has learned a3 -> h3
     a3 = net.move_guest("a3", "h2")
     start = time.monotonic()
-    send_garp(a3)
+    a3.announce()
     ok = wait_until(lambda: a1.run("ping", "-n", "-c", "1", "-W", "1", a3.addr,
                                    check=False).returncode == 0,
                     timeout=20, what="a3 to answer from h2")
@@ -200,7 +200,7 @@ def test_migrated_guest_is_reachable_again_at_once(net, record_property):
                   check=False, timeout=MOVE_LOCK + 20)
     assert f"{pings} received" in proc.stdout, proc.stdout
     net.move_guest("a3", "h3")
-    send_garp(net.guest("a3"))
+    net.guest("a3").announce()
 
 
 def test_vswitchd_restart_then_sync_restores_traffic_and_sync_is_idempotent(net):

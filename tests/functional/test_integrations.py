@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ovsvnet import model as M
+from ovsvnet import ipsec
 from ovsvnet.sandbox import Host, Lab, have_root_and_ovs, netns_exists, wait_until
 
 from .helpers import db_snapshot
@@ -286,7 +286,7 @@ def test_vn_listing_verbs(net):
     assert re.search(r"^\*\s+vnet97\s+vnet 0097\s+netdev\s+secure", br, re.M), br
     assert re.search(r"^\s+br-phy\s+-\s+netdev", br, re.M), br
     assert re.search(r"^\* br-vnet: transport", brl, re.M)
-    tunnel = M.tunnel_port_name(net.host("h2").address)
+    tunnel = ipsec.port_name("none", net.host("h2").address)
     assert re.search(rf"^\s+{tunnel}\s+vxlan\s+tunnel\s+ofport \d+", brl, re.M), brl
     assert "no vnet '99'" in err8
 

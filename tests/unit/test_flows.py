@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ovsvnet import flows as F
-from ovsvnet import model as M
+from ovsvnet import ipsec
 from ovsvnet.ofctl import _delete_spec, _with_table, is_static_ovsvnet
 
 
@@ -155,6 +155,6 @@ def test_learned_flows_are_not_static():
 
 
 def test_tunnel_port_names_fit_linux_limit():
-    assert M.tunnel_port_name("10.0.0.2") == "vx-0a000002"
-    assert len(M.tunnel_port_name("2001:db8::1")) <= 15
-    assert M.vnet_mtu(1500) == 1450 and M.vnet_mtu(1500, 6) == 1430
+    assert ipsec.port_name("none", "10.0.0.2") == "vx-0a000002"
+    assert len(ipsec.port_name("none", "2001:db8::1")) <= 15
+    assert ipsec.vnet_mtu("none", 1500) == 1450 and ipsec.vnet_mtu("none", 1500, None, 6) == 1430

@@ -182,6 +182,31 @@ def _r(r: dict[str, Any] | None) -> str:
     return f"{r['median']:.3g} [{_f(r.get('low'))}-{_f(r.get('high'))}]"
 
 
+def _registry_markdown(r: dict[str, Any]) -> list[str]:
+    b, s = r["baseline"], r["scale"]
+    L = ["### Registry scale", "",
+         f"One real agent (`--registry`, multicast off) on h1; a standalone registry holding "
+         f"{s['chassis']} chassis and {s['vnets']} vnets (each scoped to {r['scope']} "
+         f"chassis; {s['h1_vnets']} include h1), against a baseline registry holding h1's "
+         f"chassis and 1 vnet. {r['repetitions']} run(s) per change.", "",
+         "| measure | baseline | scale | ratio |", "|---|---|---|---|"]
+    for key, label in (("change_applied", "vnet for h1 created -> applied on h1 (s)"),
+                       ("foreign_change_applied", "vnet for others created -> processed (s)"),
+                       ("peer_change_applied", "chassis joins h1's vnet -> tunnel (s)")):
+        L.append(f"| {label} | {_s(b[key])} | {_s(s[key])} | "
+                 f"{_f(r['ratios'].get(key))} |")
+    L.append(f"| agent RSS (MiB) | {b['agent_rss_kib'] / 1024:.1f} | "
+             f"{s['agent_rss_kib'] / 1024:.1f} | {_f(r['ratios'].get('agent_rss'))} |")
+    for key, label in (("initial_converge_s", "agent start -> first copy applied (s)"),
+                       ("agent_cpu_initial_s", "agent CPU for start + first copy (s)"),
+                       ("agent_idle_cpu", "agent idle CPU (cores)"),
+                       ("h1_tunnels", "tunnels on h1"),
+                       ("registry_rss_kib", "ovsdb-server RSS (KiB)"),
+                       ("registry_db_bytes", "registry file (bytes)")):
+        L.append(f"| {label} | {_f(b.get(key))} | {_f(s.get(key))} | - |")
+    return L + [""]
+
+
 def markdown(results: dict[str, Any], pngs: list[Path] | None = None) -> str:
     m = results["meta"]
     mach = m["machine"]
@@ -311,6 +336,8 @@ def markdown(results: dict[str, Any], pngs: list[Path] | None = None) -> str:
         if c.get("ratios"):
             L += ["", "Ratios: " + ", ".join(f"{k} = {v}" for k, v in c["ratios"].items())]
         L.append("")
+    if "registry" in results:
+        L += _registry_markdown(results["registry"])
     if results.get("errors"):
         L += ["### Errors", ""] + [f"- {k}: {v}" for k, v in results["errors"].items()] + [""]
     if pngs:

@@ -26,7 +26,7 @@ from ovsvnet.sandbox import have_root_and_ovs
 
 from bench.common import loadavg, machine_info
 
-SECTIONS = ("dataplane", "controlplane", "convergence")
+SECTIONS = ("dataplane", "controlplane", "convergence", "registry")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "bench"
 
@@ -53,6 +53,9 @@ class Profile:
     # convergence
     interval: float = 1.0
     conv_reps: int = 5
+    # registry scale (bench/registry_scale.py)
+    registry_n: int = 1000
+    registry_reps: int = 5
     prefix: str = field(default_factory=lambda: "ovb" + secrets.token_hex(2))
 
     @classmethod
@@ -62,7 +65,7 @@ class Profile:
         return cls(quick=True, iperf_seconds=2, iperf_reps=1, ping_count=50,
                    create_per_call_ns=(10,), create_batch_ns=(10,), big_n=10, query_reps=1,
                    flows_vnets=(1, 10), flows_peers=(1, 5), memory_peers=5,
-                   idle_seconds=3.0, conv_reps=1)
+                   idle_seconds=3.0, conv_reps=1, registry_n=50, registry_reps=1)
 
     def lab_prefix(self, section: str) -> str:
         return f"{self.prefix}{section}"
@@ -82,6 +85,9 @@ def _section(name: str) -> Callable[[Profile, Callable[[str], None]], dict[str, 
     if name == "convergence":
         from bench import convergence
         return convergence.run
+    if name == "registry":
+        from bench import registry_scale
+        return registry_scale.run
     raise ValueError(name)
 
 

@@ -48,6 +48,7 @@ from ovsvnet.announce import (
 from ovsvnet.errors import ConfigError, OvsvnetError
 from ovsvnet.peertable import PeerTable
 from ovsvnet.reconcile import TunnelSpec
+from ovsvnet.registry_agent import RegistrySync
 from ovsvnet.vnetid import VnetId
 
 CONTROL_NAME = "ovsvnet-agent.ctl"
@@ -92,6 +93,7 @@ class AgentOptions:
     multicast: bool = True
     canary_interval: float = 2.0
     control: str | None = None
+    registry: str | None = None  # cluster registry remotes (ovsvnet.registry_agent)
 
     @property
     def hold(self) -> int:
@@ -127,6 +129,10 @@ class Agent:
         self._announced: tuple[int, dict[VnetId, str]] = (-1, {})
         self.provisional_until = now + opts.hold
         self._seed_from_tunnels()
+        self.registry = (RegistrySync(self.host, opts.registry, self.system_id, log)
+                         if opts.registry else None)
+        if self.registry is not None:
+            self.registry.resume(self.provisional)
         self.local_ip = self._local_address()
         self.sock = self._open_socket()
         self.control = self._open_control()
@@ -154,7 +160,7 @@ class Agent:
             options = port.interfaces[0].options
             self.provisional[ext[M.PORT_PEER]] = TunnelSpec(
                 ext[M.PORT_PEER], int(options.get("dst_port", M.VXLAN_PORT)), keys,
-                ext[M.PORT_ORIGIN])
+                ext[M.PORT_ORIGIN], source=ext.get(M.SOURCE))
         if self.provisional:
             log("resume", peers=",".join(sorted(self.provisional)))
 
@@ -222,6 +228,7 @@ class Agent:
             "vswitchd_restarts": self.stats.vswitchd_restarts,
             "announcements_sent": self.stats.announcements_sent,
             "uptime": round(time.time() - self.stats.started, 1),
+            "registry": self.registry.status() if self.registry is not None else None,
         }
 
     def _cmd_status(self, conn: Any, argv: list[str], aux: Any) -> None:
@@ -340,12 +347,17 @@ class Agent:
         for p in self.table.peers():
             keys = frozenset(v.key for v in p.vnets if v.value < 1 << 24)
             specs[p.address] = TunnelSpec(p.address, p.port, keys, p.origin)
+        if self.registry is not None:
+            return self.registry.merge_peers(list(specs.values()), self.local_ip)
         return list(specs.values())
 
     def reconcile(self, now: float) -> None:
         self.host.discovered = self.discovered(now)
         try:
-            report = ops.sync(self.host, self.cache)
+            if self.registry is not None:
+                report = self.registry.sync(self.cache)
+            else:
+                report = ops.sync(self.host, self.cache)
         except OvsvnetError as exc:
             self.stats.sync_errors += 1
             self.stats.last_sync_error = str(exc)
@@ -402,11 +414,17 @@ class Agent:
         if now >= self.next_canary:
             self._check_canary()
             self.next_canary = now + self.opts.canary_interval
+        if self.registry is not None and self.registry.run():
+            self.dirty = True
         if self.dirty and now >= self.retry_at and self._connected():
             self.reconcile(now)
+        if self.registry is not None and self._connected():
+            self.registry.publish(self.local_ip, self._local_vnets())
 
         poller = ovs.poller.Poller()
         self.db.idl.wait(poller)
+        if self.registry is not None:
+            self.registry.wait(poller)
         poller.fd_wait(self.sock.fileno(), ovs.poller.POLLIN)
         if self.control is not None:
             self.control.wait(poller)
@@ -419,6 +437,7 @@ class Agent:
     def run(self) -> None:
         log("start", system_id=self.system_id, tunnel_ip=self.local_ip or "-",
             group=f"{self.opts.group}:{self.opts.port}" if self.opts.multicast else "off",
+            registry=self.registry.remotes if self.registry is not None else "off",
             interval=self.opts.interval, hold=self.opts.hold,
             auth="hmac" if self.opts.key else "off",
             control=getattr(self, "control_path", "-"))
@@ -429,6 +448,8 @@ class Agent:
                 self.run_once()
         finally:
             self.announce(leaving=True)
+            if self.registry is not None:
+                self.registry.close()
             if self.control is not None:
                 self.control.close()
             self.sock.close()

@@ -27,13 +27,16 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
 class Session:
-    """What every command needs: where OVS is, opened on first use."""
+    """What every command needs: where OVS (and the registry) is, opened on first use."""
 
-    def __init__(self, db: str, rundir: str | None, timeout: float):
+    def __init__(self, db: str, rundir: str | None, timeout: float,
+                 registry: str | None = None):
         self.db_remote = db
         self.rundir = rundir or rundir_for(db)
         self.timeout = timeout
+        self.registry_remotes = registry
         self._host: ops.Host | None = None
+        self._registry: Any = None
 
     @property
     def host(self) -> ops.Host:
@@ -42,9 +45,20 @@ class Session:
             self._host = ops.Host(Ovsdb(self.db_remote, self.timeout), self.rundir)
         return self._host
 
+    @property
+    def registry(self) -> Any:
+        """The cluster registry client (:class:`ovsvnet.registry_client.RegistryClient`)."""
+        if self._registry is None:
+            from ovsvnet.registry_client import RegistryClient
+            quiet_python_ovs()
+            self._registry = RegistryClient(self.registry_remotes or "", self.timeout)
+        return self._registry
+
     def close(self) -> None:
         if self._host is not None:
             self._host.db.close()
+        if self._registry is not None:
+            self._registry.close()
 
 
 pass_session = click.make_pass_decorator(Session)
@@ -93,6 +107,7 @@ Examples:
   ovsvnet list
   ovsvnet peer-add 192.0.2.7
   ovsvnet --db unix:/tmp/lab/h1/db.sock show 97
+  ovsvnet --registry 10.0.0.1,10.0.0.2,10.0.0.3 create --id 97   # on every host
 
 \b
 Exit codes:
@@ -103,16 +118,21 @@ Exit codes:
               help="ovs-vswitchd's run directory (default: $OVS_RUNDIR, else the directory "
                    "of a unix: --db socket).")
 @click.option("--timeout", default=10.0, show_default=True, metavar="SECONDS",
-              help="How long to wait for OVSDB and ovs-vswitchd.")
+              help="How long to wait for OVSDB, ovs-vswitchd or the registry.")
+@click.option("--registry", default=None, envvar="OVSVNET_REGISTRY", metavar="REMOTES",
+              help="The cluster registry (ADDR,ADDR,... or tcp:ADDR:PORT,...; also "
+                   "$OVSVNET_REGISTRY): create, delete, list, show and the vnet-* verbs act "
+                   "on its cluster-wide vnets instead of this host's.")
 @click.version_option(__version__, "-V", "--version")
 @click.pass_context
-def cli(ctx: click.Context, db: str, rundir: str | None, timeout: float) -> None:
+def cli(ctx: click.Context, db: str, rundir: str | None, timeout: float,
+        registry: str | None) -> None:
     """Virtual networks (vnets) spanning hosts, on Open vSwitch.
 
     A vnet is a private LAN with a 128-bit id, an OVS bridge that domains plug into, and
     a security level. Frames cross hosts in VXLAN tunnels keyed by the vnet id.
     """
-    session = Session(db, rundir, timeout)
+    session = Session(db, rundir, timeout, registry or None)
     ctx.obj = session
     ctx.call_on_close(session.close)
 
@@ -148,22 +168,33 @@ Examples:
   ovsvnet create examples/vnet97.sxp
   ovsvnet create --id 97 --bridge vnet97 --vnetif vnif97
   ovsvnet create --may-exist vnet97.sxp     # no error if the same vnet exists
-  ovsvnet create vnets/*.sxp                # many vnets, one transaction""")
+  ovsvnet create vnets/*.sxp                # many vnets, one transaction
+  ovsvnet --registry 10.0.0.1,10.0.0.2,10.0.0.3 create --id 97            # every host
+  ovsvnet --registry 10.0.0.1 create --id 98 --chassis h1 --chassis h2    # two hosts""")
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--id", "vid", metavar="ID", help="Vnet id (hex; short form = last field).")
 @click.option("--bridge", metavar="NAME", help="Bridge name (default vnet<id>).")
 @click.option("--vnetif", metavar="NAME", help="Host interface on the vnet (default none).")
 @click.option("--security", type=click.Choice(SECURITY_LEVELS), help="Default none.")
 @click.option("--may-exist", is_flag=True, help="Succeed if an identical vnet exists.")
+@click.option("--chassis", "chassis", multiple=True, metavar="NAME",
+              help="With --registry: only these hosts (system-ids) carry it; default all.")
 @pass_session
 def create(s: Session, files: tuple[str, ...], vid: str | None, bridge: str | None,
-           vnetif: str | None, security: str | None, may_exist: bool) -> None:
+           vnetif: str | None, security: str | None, may_exist: bool,
+           chassis: tuple[str, ...]) -> None:
     """Define vnets from SXP FILEs (all or none, one transaction) or from options.
 
     Each FILE holds one expression:
     (vnet (id 97) (bridge vnet97) (vnetif vnif97) (security none))
+    With --registry the vnets are defined once for every host that follows the registry.
     """
     cfgs = _configs_from(files, vid, bridge, vnetif, security)
+    if s.registry_remotes:
+        from ovsvnet import cli_registry
+        return cli_registry.create(s, cfgs, may_exist, chassis)
+    if chassis:
+        raise click.UsageError("--chassis goes with --registry (a cluster-wide vnet)")
     created, report = ops.create_many(s.host, cfgs, may_exist=may_exist)
     for cfg in cfgs:
         _print_created(cfg, cfg.id in created, s.host)
@@ -178,7 +209,13 @@ Examples:
 @click.option("--force", is_flag=True, help="Delete even if domains are plugged in.")
 @pass_session
 def delete(s: Session, vnet: str, force: bool) -> None:
-    """Delete a vnet (by id, bridge or vnetif name) and everything ovsvnet made for it."""
+    """Delete a vnet (by id, bridge or vnetif name) and everything ovsvnet made for it.
+
+    With --registry: delete a cluster-wide vnet; every agent removes it from its host.
+    """
+    if s.registry_remotes:
+        from ovsvnet import cli_registry
+        return cli_registry.delete(s, vnet, force)
     cfg, report = ops.delete(s.host, vnet, force=force)
     click.echo(f"vnet {cfg.id.short} deleted (bridge {cfg.bridge})")
     report_sync(report)
@@ -207,7 +244,10 @@ Examples:
 @json_option
 @pass_session
 def list_(s: Session, long: bool, as_json: bool) -> None:
-    """List the vnets defined on this host."""
+    """List the vnets defined on this host (with --registry: the cluster's vnets)."""
+    if s.registry_remotes:
+        from ovsvnet import cli_registry
+        return cli_registry.list_(s, long, as_json)
     rows, broken = ops.list_view(s.host)
     emit(rows, as_json, lambda r: _render_list(r, long))
     for b in broken:
@@ -254,7 +294,11 @@ Examples:
 @json_option
 @pass_session
 def show(s: Session, vnet: str, with_flows: bool, as_json: bool) -> None:
-    """Show one vnet: definition, ports, MTU and state."""
+    """Show one vnet: definition, ports, MTU and state (with --registry: its cluster-wide
+    definition and the hosts that carry it)."""
+    if s.registry_remotes:
+        from ovsvnet import cli_registry
+        return cli_registry.show(s, vnet, as_json)
     cfg = ops.resolve(s.host, vnet)
     data = ops.vnet_view(s.host, cfg)
     data["sxp"] = cfg.to_sxp()
@@ -285,6 +329,9 @@ def vnet_create(s: Session, vnet: str, security: str | None, bridge: str | None,
         (cfg,) = _configs_from([vnet], None, bridge, vnetif, security)
     else:
         cfg = VnetConfig.build(vnet, bridge=bridge, vnetif=vnetif, security=security)
+    if s.registry_remotes:
+        from ovsvnet import cli_registry
+        return cli_registry.create(s, [cfg], may_exist, ())
     created, report = ops.create(s.host, cfg, may_exist=may_exist)
     _print_created(cfg, created, s.host)
     report_sync(report)
@@ -301,6 +348,9 @@ Examples:
 @pass_session
 def vnet_delete(s: Session, vnet: str, with_bridge: bool, force: bool) -> None:
     """Xen's vnet-delete: delete a vnet by id or vnetif name."""
+    if s.registry_remotes:
+        from ovsvnet import cli_registry
+        return cli_registry.delete(s, vnet, force)
     cfg, report = ops.delete(s.host, vnet, force=force)
     click.echo(f"vnet {cfg.id.short} deleted (bridge {cfg.bridge})")
     report_sync(report)
@@ -315,6 +365,9 @@ Examples:
 @pass_session
 def vnet_list(s: Session, vnets: tuple[str, ...], long: bool) -> None:
     """Xen's vnet-list: the ids; with -l or ids, each stored definition."""
+    if s.registry_remotes:
+        from ovsvnet import cli_registry
+        return cli_registry.vnet_list(s, vnets, long)
     rows, _ = ops.list_view(s.host)
     if not vnets and not long:
         for row in rows:
@@ -441,6 +494,7 @@ Examples:
   ovsvnet agent                                  # multicast 224.10.0.1:1798, every 5 s
   ovsvnet agent --interval 2 --key-file /etc/ovsvnet/discovery.key
   ovsvnet agent --no-multicast                   # static peers only (ovsvnet peer-add)
+  ovsvnet agent --registry 10.0.0.1,10.0.0.2,10.0.0.3 --no-multicast   # the registry only
   ovs-appctl -t /var/run/openvswitch/ovsvnet-agent.ctl status""")
 @click.option("--group", default="224.10.0.1", show_default=True,
               help="Multicast group for announcements.")
@@ -460,12 +514,20 @@ Examples:
 @click.option("--canary-interval", default=2.0, show_default=True,
               type=click.FloatRange(0.1, 60), metavar="SECONDS",
               help="How often to check that ovs-vswitchd still has ovsvnet's flows.")
+@click.option("--registry", "agent_registry", metavar="REMOTES",
+              help="Follow the cluster registry: carry its vnets, take peers from its chassis "
+                   "table, publish this host (default: the global --registry).")
 @click.option("--pidfile", type=click.Path(dir_okay=False), help="Write the pid here.")
 @pass_session
 def agent(s: Session, group: str, disc_port: int, ttl: int, interface: str | None,
           interval: float, hold: int | None, key_file: str | None, no_multicast: bool,
-          canary_interval: float, pidfile: str | None) -> None:
-    """Run the agent: discover peers, keep tunnels and flows right, repair after restarts."""
+          canary_interval: float, agent_registry: str | None, pidfile: str | None) -> None:
+    """Run the agent: discover peers, keep tunnels and flows right, repair after restarts.
+
+    With --registry it also carries the registry's vnets and finds peers in its chassis
+    table (beside multicast, unless --no-multicast); while the registry is unreachable it
+    keeps the last known state and catches up when it returns.
+    """
     from ovsvnet.agent import Agent, AgentOptions, read_key_file
     try:
         import ipaddress
@@ -476,7 +538,11 @@ def agent(s: Session, group: str, disc_port: int, ttl: int, interface: str | Non
     opts = AgentOptions(group=group, port=disc_port, ttl=ttl, interface=interface,
                         interval=interval, hold_time=hold,
                         key=read_key_file(key_file) if key_file else None,
-                        multicast=not no_multicast, canary_interval=canary_interval)
+                        multicast=not no_multicast, canary_interval=canary_interval,
+                        registry=agent_registry or s.registry_remotes)
+    if opts.registry:
+        from ovsvnet.registry import normalize_remotes
+        normalize_remotes(opts.registry)  # a typo is an error now, not a silent retry loop
     if pidfile:
         with open(pidfile, "w") as f:
             f.write(f"{os.getpid()}\n")
@@ -531,6 +597,8 @@ def _register_optional() -> None:
     """Subcommand groups that live in their own modules."""
     from ovsvnet.cli_sandbox import sandbox
     cli.add_command(sandbox)
+    from ovsvnet import cli_registry
+    cli_registry.register(cli)
     try:
         from ovsvnet import cli_host
     except ImportError:  # pragma: no cover - the module is being written

@@ -18,6 +18,8 @@ Port   ``ovsvnet-vnet``             the vnet id a patch/vnetif port belongs to
 Port   ``ovsvnet-origin``           a discovered peer's host id (tunnel ports)
 Port   ``ovsvnet-vnets``            the vnet keys (hex) a discovered peer carries
 Port   ``ovsvnet-level``            a tunnel's security level (none|auth|conf)
+Bridge ``ovsvnet-source=registry``  a vnet the agent made from the cluster registry
+Port   ``ovsvnet-source=registry``  a tunnel to a peer learned from the cluster registry
 Open_vSwitch ``ovsvnet-peer-<A>``   a static peer at address A; value = its tunnel UDP port
 Open_vSwitch ``ovsvnet-local-ip``   tunnel endpoint, when not detected from the routes
 Open_vSwitch ``ovsvnet-datapath``   datapath type for new bridges (netdev|system)
@@ -38,6 +40,7 @@ PORT_PEER = "ovsvnet-peer"
 PORT_ORIGIN = "ovsvnet-origin"
 PORT_VNETS = "ovsvnet-vnets"
 PORT_LEVEL = "ovsvnet-level"
+SOURCE = "ovsvnet-source"
 PEER_PREFIX = "ovsvnet-peer-"
 LOCAL_IP = "ovsvnet-local-ip"
 DATAPATH = "ovsvnet-datapath"

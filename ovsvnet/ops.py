@@ -132,7 +132,8 @@ def peer_specs(host: Host, statics: list[state.StaticPeer] | None = None) -> lis
 
 
 def layout_for(host: Host, vnets: list[VnetConfig], und: Underlay,
-               statics: list[state.StaticPeer] | None = None) -> Layout:
+               statics: list[state.StaticPeer] | None = None,
+               sources: dict[VnetId, str] | None = None) -> Layout:
     """Tunnels: one per (peer, level) for each level of the active vnets the peer carries."""
     sec = security(host)
     active = [c for c in vnets if is_active(host, c, sec)]
@@ -156,6 +157,7 @@ def layout_for(host: Host, vnets: list[VnetConfig], und: Underlay,
         algorithms=sec.algorithms,
         ipsec_other_config=(ipsec.open_vswitch_other_config(sec.credentials)
                             if sec.reason is None else None),
+        sources=dict(sources or {}),
     )
 
 
@@ -163,12 +165,14 @@ PeerChange = Callable[[list[state.StaticPeer]], list[state.StaticPeer]]
 
 
 def _commit(host: Host, change: Callable[[dict[VnetId, VnetConfig]], dict[VnetId, VnetConfig]],
-            peer_change: PeerChange | None = None, new_peer: str | None = None) -> Layout | None:
+            peer_change: PeerChange | None = None, new_peer: str | None = None,
+            sources: dict[VnetId, str] | None = None) -> Layout | None:
     """One transaction: the command's change plus everything derived from it.
 
     ``change(defs)`` returns the new definitions; ``peer_change(statics)`` (staging its own
     OVSDB edit) returns the new static peers. Both are re-run on TRY_AGAIN against a fresh
-    view, then :func:`ovsvnet.reconcile.stage` adds the derived rows.
+    view, then :func:`ovsvnet.reconcile.stage` adds the derived rows. ``sources`` (which
+    ``change`` may fill) marks new bridges with where their definition came from.
     """
     peers = [t.address for t in peer_specs(host)] + ([new_peer] if new_peer else [])
     und = underlay(host, peers)
@@ -179,7 +183,7 @@ def _commit(host: Host, change: Callable[[dict[VnetId, VnetConfig]], dict[VnetId
         statics = state.static_peers(host.db)
         if peer_change is not None:
             statics = peer_change(statics)
-        layout = layout_for(host, list(new_defs.values()), und, statics)
+        layout = layout_for(host, list(new_defs.values()), und, statics, sources)
         stage(txn, host.db, layout)
         return layout
 
@@ -266,9 +270,17 @@ def apply_flows(host: Host, bridges: set[str] | None = None,
     return report
 
 
-def sync(host: Host, cache: FlowCache | None = None) -> SyncReport:
-    """Reconcile OVSDB rows and flows with the stored definitions and peers."""
-    _commit(host, lambda defs: defs)
+DefsChange = Callable[[dict[VnetId, VnetConfig]], dict[VnetId, VnetConfig]]
+
+
+def sync(host: Host, cache: FlowCache | None = None, change: DefsChange | None = None,
+         sources: dict[VnetId, str] | None = None) -> SyncReport:
+    """Reconcile OVSDB rows and flows with the stored definitions and peers.
+
+    The agent passes ``change`` (and ``sources``) to fold the cluster registry's vnets in,
+    in the same transaction (see :func:`ovsvnet.registry.plan`).
+    """
+    _commit(host, change or (lambda defs: defs), sources=sources)
     return apply_flows(host, cache=cache)
 
 
@@ -340,6 +352,10 @@ def create(host: Host, cfg: VnetConfig, may_exist: bool = False) -> tuple[bool, 
 
 def delete(host: Host, text: str, force: bool = False) -> tuple[VnetConfig, SyncReport]:
     cfg = resolve(host, text)
+    if state.sources(host.db).get(cfg.id) == "registry":
+        raise ConflictError(f"vnet {cfg.id.short} comes from the cluster registry (the agent "
+                            "would make it again); delete it there: ovsvnet --registry "
+                            f"REMOTES delete {cfg.id.short}")
 
     def change(defs: dict[VnetId, VnetConfig]) -> dict[VnetId, VnetConfig]:
         if cfg.id not in defs:
@@ -450,6 +466,8 @@ def vnet_view(host: Host, cfg: VnetConfig, sec: Security | None = None) -> dict[
     db = host.db
     bridge = db.bridge(cfg.bridge)
     data: dict[str, Any] = cfg.to_dict()
+    data["source"] = (bridge.external_ids.get(M.SOURCE) if bridge is not None else None) \
+        or "local"
     sec = sec or security(host)
     reason = None if is_active(host, cfg, sec) else sec.reason
     ports = []

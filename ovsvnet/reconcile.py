@@ -18,6 +18,7 @@ from ovsvnet import model as M
 from ovsvnet.config import VnetConfig
 from ovsvnet.errors import ConflictError
 from ovsvnet.ovsdb import Ovsdb
+from ovsvnet.vnetid import VnetId
 
 
 @dataclass(frozen=True)
@@ -27,13 +28,14 @@ class TunnelSpec:
     vnets: frozenset[int] | None = None  # keys it carries; None = every vnet (static peer)
     origin: str | None = None  # the peer's host id, when learned by discovery
     level: str = "none"  # one tunnel per (peer, security level), see ovsvnet.ipsec
+    source: str | None = None  # "registry" for a peer learned from the cluster registry
 
     @property
     def name(self) -> str:
         return ipsec.port_name(self.level, self.address)
 
     def at_level(self, level: str) -> "TunnelSpec":
-        return TunnelSpec(self.address, self.port, self.vnets, self.origin, level)
+        return TunnelSpec(self.address, self.port, self.vnets, self.origin, level, self.source)
 
     def external_ids(self) -> dict[str, str]:
         """What the tunnel port records about its peer, so a restarted agent can resume
@@ -43,6 +45,8 @@ class TunnelSpec:
             ext[M.PORT_ORIGIN] = self.origin
         if self.vnets is not None:
             ext[M.PORT_VNETS] = ",".join(f"{k:x}" for k in sorted(self.vnets))
+        if self.source is not None:
+            ext[M.SOURCE] = self.source
         return ext
 
 
@@ -65,6 +69,9 @@ class Layout:
     algorithms: ipsec.Algorithms | None = None
     ipsec_other_config: dict[str, str] | None = None
     created_interfaces: set[str] = field(default_factory=set)
+    #: Where a vnet's definition came from, recorded on its bridge (``ovsvnet-source``);
+    #: vnets not listed are local. Existing bridges keep what they have.
+    sources: dict[VnetId, str] = field(default_factory=dict)
 
 
 def _insert_port(txn: Any, db: Ovsdb, name: str, itype: str, options: dict[str, str],
@@ -203,6 +210,8 @@ def stage(txn: Any, db: Ovsdb, layout: Layout) -> None:
 
     for cfg in layout.vnets:
         ext = {M.ROLE: M.ROLE_VNET, M.VNET_ID: cfg.id.canonical, M.CONFIG: cfg.to_sxp()}
+        if cfg.id in layout.sources:
+            ext[M.SOURCE] = layout.sources[cfg.id]
         existing = db.bridge(cfg.bridge)
         if existing is not None and existing.external_ids.get(M.ROLE) == M.ROLE_VNET \
                 and existing.external_ids.get(M.VNET_ID) != cfg.id.canonical:

@@ -58,6 +58,20 @@ def definitions(db: Ovsdb) -> tuple[dict[VnetId, VnetConfig], list[BrokenVnet]]:
     return found, broken
 
 
+def sources(db: Ovsdb) -> dict[VnetId, str]:
+    """Vnets whose definition came from elsewhere (``ovsvnet-source``, e.g. the registry),
+    by id; a vnet not listed was defined on this host."""
+    found: dict[VnetId, str] = {}
+    for br in db.rows("Bridge"):
+        src = br.external_ids.get(M.SOURCE)
+        if role(br) == M.ROLE_VNET and src and M.VNET_ID in br.external_ids:
+            try:
+                found[VnetId.parse(br.external_ids[M.VNET_ID])] = src
+            except ConfigError:
+                continue
+    return found
+
+
 def static_peers(db: Ovsdb) -> list[StaticPeer]:
     peers = []
     for key, value in db.ovs.external_ids.items():

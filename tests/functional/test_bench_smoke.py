@@ -79,6 +79,17 @@ def test_quick_benchmark_produces_every_section(tmp_path: Path) -> None:
     assert cv["vswitchd_restart_agent"]["failures"] == 0
     assert cv["host_death_tunnels_gone"]["min"] >= cv["hold_s"] - 1.0  # the hold is honoured
 
+    # registry scale: baseline and scale both converged after every change
+    rg = results["registry"]
+    for label in ("baseline", "scale"):
+        for key in ("change_applied", "foreign_change_applied", "peer_change_applied"):
+            _positive(rg[label][key], f"registry {label} {key}")
+        assert rg[label]["agent_rss_kib"] > 0, label
+    assert rg["scale"]["chassis"] == rg["n"] + 1 and rg["scale"]["vnets"] == rg["n"]
+    assert rg["scale"]["h1_vnets"] == rg["h1_vnets"] and rg["scale"]["h1_tunnels"] > 0
+    assert rg["ratios"]["agent_rss"] > 0
+    assert "### Registry scale" in (tmp_path / "results.md").read_text()
+
     # outputs, and nothing left behind
     for png in ("dataplane.png", "create.png", "flows.png", "convergence.png"):
         assert (tmp_path / png).stat().st_size > 1000, png

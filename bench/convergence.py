@@ -216,6 +216,25 @@ def run(profile: Any, log: Any) -> dict[str, Any]:
             if repair and manual:
                 res["ratios"] = {"restart_repair_agent/manual_sync": round(
                     summarize(repair)["median"] / summarize(manual)["median"], 3)}
+        except Exception:
+            _log_agents(log, lab, agents)
+            raise
         finally:
             agents.stop_all()
     return res
+
+
+def _log_agents(log: Any, lab: Lab, agents: Agents) -> None:
+    """On failure: per host, its tunnel ports, whether its agent still runs, what the agent
+    says it knows and the tail of its log, so that a CI run that has torn the lab down
+    still says why."""
+    for h in lab.hosts.values():
+        path = h.dir / "agent.log"
+        tail = path.read_text(errors="replace").splitlines()[-25:] if path.exists() else []
+        alive = agents.pid(h) is not None
+        st = agents.status(h, timeout=3) if alive else None
+        peers = [(p.get("address"), p.get("vnets")) for p in (st or {}).get("peers", [])]
+        log(f"  -- {h.name} ({h.address}) tunnels {sorted(tunnel_addrs(h))}; agent "
+            f"{'running' if alive else 'NOT running'}; peers {peers}; agent.log tail:")
+        for line in tail:
+            log(f"     {line}")

@@ -353,22 +353,31 @@ class Agent:
 
     def reconcile(self, now: float) -> None:
         self.host.discovered = self.discovered(now)
+        # The view this pass starts from. A change that lands while it runs (a CLI
+        # `create` racing a peer update) must trigger another pass, so the pass only marks
+        # this seqno seen. Its own transaction's echo costs one more pass, which finds
+        # nothing to do and commits nothing (UNCHANGED sends no update), so it settles.
+        self.db.idl.run()
+        started_at = self.db.idl.change_seqno
         try:
             if self.registry is not None:
                 report = self.registry.sync(self.cache)
             else:
                 report = ops.sync(self.host, self.cache)
-        except OvsvnetError as exc:
+        except Exception as exc:  # noqa: BLE001 - one failed pass must not stop the agent
+            # OvsvnetError is the expected kind (OVS restarting, a rejected transaction);
+            # anything else (an ovs-ofctl that timed out under load, a bug) is logged with
+            # its type and retried too: a dead agent would leave tunnels to rot unseen.
+            detail = str(exc) if isinstance(exc, OvsvnetError) else f"{type(exc).__name__}: {exc}"
             self.stats.sync_errors += 1
-            self.stats.last_sync_error = str(exc)
-            log("sync-failed", level="warn", error=str(exc))
+            self.stats.last_sync_error = detail
+            log("sync-failed", level="warn", error=detail)
             self.retry_at = now + 1.0
             self.cache.clear()
             return
         self.stats.syncs += 1
         self.dirty = False
-        self.db.run()
-        self.seen_seqno = self.db.idl.change_seqno
+        self.seen_seqno = started_at
         if report.changed_flows or report.failed:
             log("synced", flows_changed=report.changed_flows,
                 tunnels=len(self.host.discovered),

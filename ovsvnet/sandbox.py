@@ -448,7 +448,9 @@ class Host:
         self._spawn(
             [
                 "ovs-vswitchd", self.db,
-                "--disable-system",
+                # The kernel datapath (openvswitch.ko) is per network namespace: each host's
+                # ovs-vswitchd gets its own "ovs-system" datapath in its own namespace.
+                *(() if self.datapath_type == "system" else ("--disable-system",)),
                 f"--pidfile={self.vswitchd_pidfile}",
                 f"--unixctl={self.vswitchd_ctl}",
                 f"--log-file={self.vswitchd_log}",
@@ -697,13 +699,17 @@ class Lab:
         self,
         prefix: str | None = None,
         workdir: Path | str | None = None,
-        datapath_type: str = "netdev",
+        datapath_type: str | None = None,
         keep: bool | None = None,
         ipv6: bool = False,
     ):
         self.prefix = prefix or "ovl" + secrets.token_hex(3)[:5]
         _check_name("prefix", self.prefix)
-        self.datapath_type = datapath_type
+        # "netdev" (userspace, the default) or "system" (openvswitch.ko, the kernel lane);
+        # $OVSVNET_LAB_DATAPATH picks it for every lab a test run builds.
+        self.datapath_type = datapath_type or os.environ.get("OVSVNET_LAB_DATAPATH") or "netdev"
+        if self.datapath_type not in ("netdev", "system"):
+            raise LabError(f"unknown datapath type {self.datapath_type!r} (netdev or system)")
         self.keep = keep if keep is not None else os.environ.get("OVSVNET_KEEP_LAB") == "1"
         self.ipv6 = ipv6
         self.workdir = Path(workdir) if workdir is not None else Path("/tmp") / self.prefix
@@ -959,8 +965,10 @@ class Lab:
         guest.run("ip", "link", "add", "eth0", "address", guest.mac, "mtu", str(guest.mtu), "type",
                   "veth", "peer", "name", guest.port, "mtu", str(guest.mtu), "netns", h.netns)
         # Required with the userspace datapath: AF_PACKET hands partial checksums / GSO
-        # frames to OVS, and TCP stalls (ping and UDP still work).
-        guest.run("ethtool", "-K", "eth0", "tx", "off")
+        # frames to OVS, and TCP stalls (ping and UDP still work). The kernel datapath
+        # handles offloaded frames like any kernel switch: offloads stay on there.
+        if h.datapath_type != "system":
+            guest.run("ethtool", "-K", "eth0", "tx", "off")
         if guest.ip:
             guest.run("ip", "addr", "add", guest.ip, "dev", "eth0")
         guest.run("ip", "link", "set", "dev", "eth0", "up")

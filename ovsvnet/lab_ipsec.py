@@ -1,0 +1,217 @@
+"""Real IPsec for lab hosts: ``ovs-monitor-ipsec`` driving strongSwan, one per host namespace.
+
+Only meaningful where the lab runs the kernel datapath (``Lab(datapath_type="system")``) on
+a kernel with XFRM and ESP: the kernel lane's qemu guest (``ci/kernel-lane.sh``).
+
+strongSwan's starter and charon use fixed paths (``/etc/ipsec.conf``, ``/etc/ipsec.secrets``,
+``/etc/ipsec.d``, ``/etc/strongswan.d``, ``/run/charon.ctl``, ``/run/charon.pid``), so
+each host's IKE stack runs in the host's network namespace *and* a private mount namespace
+in which those paths are bind mounts of ``<host dir>/ipsec/...``. The monitor is started
+there (``ip netns exec NS unshare -m ...``) and starts charon itself (``ipsec restart``), so
+both share that view; :meth:`LabIpsec.ipsec` runs further ``ipsec`` commands inside it with
+``nsenter``. The monitor's pidfile is ``<host dir>/ovs-monitor-ipsec.pid``, where ovsvnet
+looks for it (``ovsvnet.ipsec.gather_facts``), so ovsvnet sees IPsec as available.
+
+Teardown stops the monitor, then the IKE daemons, by the pids in this host's own pidfiles
+after checking the process names (never by name).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from ovsvnet import ipsec
+from ovsvnet.sandbox import Host, LabError, pid_alive, wait_until
+
+MONITOR = Path("/usr/share/openvswitch/scripts/ovs-monitor-ipsec")
+#: (path in the private view, kind): what each host gets a copy of.
+_PRIVATE = (("/etc/ipsec.conf", "file"), ("/etc/ipsec.secrets", "file"),
+            ("/etc/ipsec.d", "dir"), ("/etc/strongswan.d", "dir"), ("/run", "empty"))
+
+_PRELUDE = r"""
+set -e
+root=$1; shift
+for spec in "$@"; do
+  [ "$spec" = -- ] && break
+  mount --bind "$root$spec" "$spec"
+  shift
+done
+shift
+exec "$@"
+"""
+
+
+def usable() -> str | None:
+    """Why real IPsec cannot run in a lab here (None when it can)."""
+    if not MONITOR.exists():
+        return f"{MONITOR} is missing (Debian package openvswitch-ipsec)"
+    if not shutil.which("ipsec") and not Path("/usr/sbin/ipsec").exists():
+        return "strongSwan's ipsec command is missing (Debian package strongswan-starter)"
+    if not Path("/proc/net/xfrm_stat").exists():
+        return "the kernel has no XFRM (IPsec)"
+    if not (Path("/sys/module/openvswitch").exists() and Path("/sys/module/esp4").exists()):
+        return "openvswitch.ko and esp4.ko are not loaded (the kernel lane loads them)"
+    return None
+
+
+class LabIpsec:
+    """strongSwan + ovs-monitor-ipsec for one lab host."""
+
+    def __init__(self, host: Host, secret: bytes):
+        self.host = host
+        self.secret = secret
+        self.root = host.dir / "ipsec"
+        self.monitor_pidfile = host.dir / ipsec.MONITOR_PIDFILE
+        self.monitor_log = host.dir / "ovs-monitor-ipsec.log"
+        self.secret_file = host.dir / "ipsec-secret"
+
+    def __repr__(self) -> str:
+        return f"LabIpsec({self.host.name})"
+
+    # -- start ---------------------------------------------------------------------------
+    def _prepare(self) -> None:
+        for path, kind in _PRIVATE:
+            dst = self.root / path.lstrip("/")
+            if kind == "dir":
+                if Path(path).is_dir():
+                    shutil.copytree(path, dst, symlinks=True, dirs_exist_ok=True)
+                else:
+                    dst.mkdir(parents=True, exist_ok=True)
+            elif kind == "file":
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.write_text("")
+                dst.chmod(0o600)
+            else:
+                dst.mkdir(parents=True, exist_ok=True)
+        # charon logs to syslog, which a lab (or the kernel lane's guest) may not have
+        (self.root / "etc/strongswan.d/zz-ovsvnet-lab-log.conf").write_text(
+            "charon {\n  filelog {\n    lab {\n"
+            f"      path = {self.host.dir / 'charon.log'}\n"
+            "      time_format = %H:%M:%S\n      flush_line = yes\n      default = 1\n      ike = 1\n      knl = 1\n"
+            "    }\n  }\n  syslog {\n    daemon {\n      default = -1\n    }\n  }\n}\n")
+        self.secret_file.write_bytes(self.secret)
+        self.secret_file.chmod(0o600)
+
+    def start(self, configure: bool = True) -> None:
+        """Start the monitor (which restarts charon in the private view); with ``configure``
+        also point ovsvnet at the shared secret (``ovsvnet-ipsec-secret-file``)."""
+        self._prepare()
+        binds = [p for p, _ in _PRIVATE]
+        argv = ["ip", "netns", "exec", self.host.netns, "unshare", "-m",
+                "--propagation", "private", "sh", "-c", _PRELUDE, "sh", str(self.root),
+                *binds, "--",
+                str(MONITOR), self.host.db, "--ike-daemon=strongswan",
+                f"--pidfile={self.monitor_pidfile}", f"--log-file={self.monitor_log}",
+                "--detach", "--no-chdir"]
+        env = dict(self.host.env)
+        proc = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                              text=True, timeout=120)
+        if proc.returncode != 0:
+            raise LabError(f"{self.host.name}: ovs-monitor-ipsec failed: "
+                           f"{(proc.stderr or proc.stdout).strip()}")
+        wait_until(self.charon_pid, timeout=120, what=f"{self.host.name}: charon to start")
+        wait_until(lambda: (self.root / "run" / "charon.ctl").exists(), timeout=60,
+                   what=f"{self.host.name}: charon's stroke socket")
+        if configure:
+            self.host.vsctl("set", "Open_vSwitch", ".",
+                            f'external_ids:ovsvnet-ipsec-secret-file="{self.secret_file}"')
+
+    # -- pids -----------------------------------------------------------------------------
+    def _pid(self, pidfile: Path, needle: str) -> int | None:
+        try:
+            pid = int(pidfile.read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return None
+        return pid if needle.encode() in cmdline and pid_alive(pid) else None
+
+    def monitor_pid(self) -> int | None:
+        pid = self._pid(self.monitor_pidfile, "ovs-monitor-ipsec")
+        if pid is None:
+            return None
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        return pid if str(self.monitor_pidfile).encode() in cmdline else None
+
+    def charon_pid(self) -> int | None:
+        return self._pid(self.root / "run" / "charon.pid", "charon")
+
+    def starter_pid(self) -> int | None:
+        return self._pid(self.root / "run" / "starter.charon.pid", "starter")
+
+    # -- commands -------------------------------------------------------------------------
+    def ipsec(self, *args: str, check: bool = True, timeout: float = 60
+              ) -> subprocess.CompletedProcess[str]:
+        """``ipsec ARGS`` in this host's namespaces (network + private mounts)."""
+        pid = self.charon_pid() or self.monitor_pid()
+        if pid is None:
+            raise LabError(f"{self.host.name}: no charon or monitor to join")
+        proc = subprocess.run(["nsenter", "-t", str(pid), "-m", "-n", "ipsec", *args],
+                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                              timeout=timeout)
+        if check and proc.returncode != 0:
+            raise LabError(f"{self.host.name}: ipsec {' '.join(args)} failed: "
+                           f"{(proc.stderr or proc.stdout).strip()}")
+        return proc
+
+    def xfrm(self, what: str = "state") -> str:
+        """``ip xfrm state`` / ``ip xfrm policy`` of the host's namespace."""
+        return self.host.run("ip", "xfrm", what).stdout
+
+    def established(self) -> int:
+        """How many IPsec SAs are installed (``ip -s xfrm state count`` equivalent)."""
+        return sum(1 for line in self.xfrm("state").splitlines() if line.startswith("src "))
+
+    def diagnostics(self) -> str:
+        """xfrm policies and states, ``ipsec statusall`` and the end of charon's log."""
+        parts = []
+        for what in ("policy", "state"):
+            r = self.host.run("ip", "xfrm", what, check=False)
+            parts.append(f"--- {self.host.name}: ip xfrm {what}\n{r.stdout}")
+        with contextlib.suppress(Exception):
+            parts.append(f"--- {self.host.name}: ipsec statusall\n"
+                         + self.ipsec("statusall", check=False).stdout)
+        with contextlib.suppress(OSError):
+            log = (self.host.dir / "charon.log").read_text(errors="replace").splitlines()
+            parts.append(f"--- {self.host.name}: charon.log (last 40 lines)\n"
+                         + "\n".join(log[-40:]))
+        return "\n".join(parts)
+
+    # -- stop -----------------------------------------------------------------------------
+    def _kill(self, pid: int | None, comm_needle: str, grace: float = 10) -> None:
+        if pid is None:
+            return
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if not pid_alive(pid):
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+            deadline = time.monotonic() + grace
+            while pid_alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        if pid_alive(pid):
+            raise LabError(f"{self.host.name}: {comm_needle} pid {pid} survived SIGKILL")
+
+    def stop(self) -> None:
+        """Stop the monitor, then strongSwan (``ipsec stop``, then by pidfile)."""
+        errors = []
+        mon = self.monitor_pid()
+        try:
+            self._kill(mon, "ovs-monitor-ipsec")
+        except LabError as err:
+            errors.append(str(err))
+        if self.charon_pid() is not None:
+            with contextlib.suppress(Exception):
+                self.ipsec("stop", check=False, timeout=30)
+        for pid, what in ((self.starter_pid(), "starter"), (self.charon_pid(), "charon")):
+            try:
+                self._kill(pid, what)
+            except LabError as err:
+                errors.append(str(err))
+        if errors:
+            raise LabError("; ".join(errors))

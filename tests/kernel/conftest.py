@@ -1,0 +1,114 @@
+"""The kernel lane's world: two simulated hosts on the kernel datapath with real IPsec.
+
+These tests run only where the lab can use Open vSwitch's kernel datapath and kernel ESP
+(``OVSVNET_LAB_DATAPATH=system``, openvswitch.ko and esp4.ko loaded): inside the qemu guest
+of ``ci/kernel-lane.sh``. Everywhere else (the normal suite on these machines) they skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from ovsvnet import lab_ipsec
+from ovsvnet.lab_ipsec import LabIpsec
+from ovsvnet.sandbox import Guest, Host, Lab, Segment, have_root_and_ovs, wait_until
+
+LEVEL_IDS = {"none": 0x97, "auth": 0x98, "conf": 0x99}
+
+
+def kernel_lane_reason() -> str | None:
+    if os.environ.get("OVSVNET_LAB_DATAPATH") != "system":
+        return "kernel lane only (OVSVNET_LAB_DATAPATH=system, run by ci/kernel-lane.sh)"
+    if not have_root_and_ovs():
+        return "needs root and Open vSwitch"
+    return lab_ipsec.usable()
+
+
+def pytest_collection_modifyitems(config, items):  # noqa: ANN001
+    reason = kernel_lane_reason()
+    if reason:
+        for item in items:
+            if "tests/kernel/" in str(item.fspath).replace(os.sep, "/"):
+                item.add_marker(pytest.mark.skip(reason=reason))
+
+
+@dataclass
+class World:
+    lab: Lab
+    seg: Segment
+    h1: Host
+    h2: Host
+    ipsec: dict[str, LabIpsec]
+    guests: dict[str, tuple[Guest, Guest]]  # level -> (on h1, on h2)
+    mtu: dict[str, int]
+    tmp: Path
+
+
+def _show(h: Host, vnet: str) -> dict:
+    return json.loads(h.ovsvnet("show", vnet, "--json").stdout)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    reason = kernel_lane_reason()
+    if reason:
+        pytest.skip(reason)
+    secret = secrets.token_bytes(32)
+    started: list[LabIpsec] = []
+    with Lab(prefix="klw" + secrets.token_hex(2), datapath_type="system") as lab:
+        try:
+            lab.add_segment("s1")
+            h1, h2 = lab.add_host("h1", "s1"), lab.add_host("h2", "s1")
+            ips = {}
+            for h in (h1, h2):
+                ips[h.name] = LabIpsec(h, secret)
+                started.append(ips[h.name])
+                ips[h.name].start()
+            for h, other in ((h1, h2), (h2, h1)):
+                for level, vid in LEVEL_IDS.items():
+                    h.ovsvnet("create", "--id", f"{vid:x}", "--security", level)
+                h.ovsvnet("peer-add", other.address)
+            mtu = {}
+            for level, vid in LEVEL_IDS.items():
+                for h in (h1, h2):
+                    shown = wait_until(
+                        lambda h=h, vid=vid: (s := _show(h, f"{vid:x}"))["state"] == "active"
+                        and s, timeout=60, what=f"{h.name}: vnet {vid:x} active")
+                mtu[level] = int(shown["mtu"])
+            guests = {}
+            for level, vid in LEVEL_IDS.items():
+                br = f"vnet{vid:04x}"
+                g1 = lab.add_guest(f"{level[0]}1", "h1", br, ip=f"192.168.{vid}.1/24",
+                                   mtu=mtu[level])
+                g2 = lab.add_guest(f"{level[0]}2", "h2", br, ip=f"192.168.{vid}.2/24",
+                                   mtu=mtu[level])
+                guests[level] = (g1, g2)
+            yield World(lab, lab.segment("s1"), h1, h2, ips, guests, mtu,
+                        tmp_path_factory.mktemp("wire"))
+        finally:
+            for ip in started:
+                try:
+                    ip.stop()
+                except Exception as err:  # noqa: BLE001 - the lab still goes down
+                    print(f"kernel lane: stopping {ip}: {err}")
+            _keep_logs(lab)
+
+
+def _keep_logs(lab: Lab) -> None:
+    """Copy the hosts' daemon logs to $OVSVNET_KERNEL_LANE_OUT (the lane's results share)."""
+    out = os.environ.get("OVSVNET_KERNEL_LANE_OUT")
+    if not out:
+        return
+    for h in lab.hosts.values():
+        for name in ("charon.log", "ovs-monitor-ipsec.log", "ovs-vswitchd.log"):
+            src = h.dir / name
+            if src.exists():
+                shutil.copyfile(src, Path(out) / f"{lab.prefix}-{h.name}-{name}")

@@ -141,6 +141,8 @@ class Agent:
         self.next_expire = now + 1
         self.next_canary = now + opts.canary_interval
         self.retry_at = 0.0
+        #: Secure tunnel ports armed at the last check (ops.secure_arming); None: not yet.
+        self.armed: frozenset[str] | None = None
 
     # -- setup --------------------------------------------------------------------------
 
@@ -396,6 +398,25 @@ class Agent:
                 log("vswitchd-restart-detected", level="warn")
             self.cache.clear()
             self.dirty = True
+        self._check_arming()
+
+    def _check_arming(self) -> None:
+        """Secure tunnels carry traffic only while their IPsec policies are in the kernel
+        (ops.secure_arming). The IKE daemon can drop or restore them at any time without
+        any OVSDB change, so look every canary_interval: a changed set -> a reconcile pass,
+        which disarms (or re-arms) the ports within seconds of charon stopping (starting)."""
+        try:
+            armed = ops.secure_arming(self.host)
+        except OvsvnetError:
+            armed = frozenset()
+        if armed != self.armed:
+            first = self.armed is None
+            if not first:
+                log("secure-tunnels-armed", armed=",".join(sorted(armed)) or "-")
+            self.armed = armed
+            # the first look follows the start's own pass; it only matters when something
+            # is armed (never on the userspace datapath, so no extra pass there)
+            self.dirty = self.dirty or not first or bool(armed)
 
     # -- main loop ----------------------------------------------------------------------
 

@@ -72,12 +72,14 @@ tunnel protocol, dropping tunnel packets that leave *unencrypted* while carrying
 ovsvnet sets :data:`SKB_MARK` = ``1/1`` and ``options:egress_pkt_mark=1`` on every ``auth``/
 ``conf`` tunnel port (ovs-vswitchd sets that mark on everything the port encapsulates): only
 secure tunnels are marked, so ``none`` tunnels and tunnels that are not ovsvnet's (mark 0) are
-untouched, whereas ``0/1`` would drop every unmarked tunnel packet on the host. Limits
-(inference from the monitor's template, to verify on a kernel host): the shunt conns have only
-``leftprotoport``, i.e. the *local* port, so for Geneve they catch packets with source port
-6081, not the usual outgoing ones (dport 6081); for GRE they catch everything. Hence the flow
-gate below: a secure tunnel is only used once its own kernel policies are present
-(:func:`policies_installed`).
+untouched, whereas ``0/1`` would drop every unmarked tunnel packet on the host. Limits (seen
+in the kernel lane, docs/security.md): the shunt conns have only ``leftprotoport``, i.e. the
+*local* port, so for Geneve they become ``dir out ... sport 6081`` and miss the usual outgoing
+packets (dport 6081); for GRE they catch everything. And they are charon's policies: stopping
+charon removes them with every ESP policy. Hence two defences of ovsvnet's own:
+:mod:`ovsvnet.xfrm_guard` (block policies for marked ``dir out`` udp/6081 and GRE, at a lower
+precedence than charon's, that survive charon) and the flow gate below: a secure tunnel is
+only used while its own kernel policies are present (:func:`policies_installed`).
 
 Flow-level enforcement (for :mod:`ovsvnet.flows`)
 -------------------------------------------------
@@ -95,8 +97,10 @@ clear one, and sends only through it. With :data:`LEVEL_CODES` ``{"none": 0, "au
               accepts from the right level, so unicast inherits the rule.
 
 A secure tunnel port is *armed* (gets its table-0 and flood entries) only when
-:func:`support` is ok and :func:`policies_installed` sees its kernel policies; an unarmed
-port's frames hit the table-0 drop and nothing is ever sent to it. Optional defence in depth:
+:func:`support` is ok, ovsvnet's xfrm guard is in place and :func:`policies_installed` sees
+its kernel policies (:func:`ovsvnet.ops.secure_arming`; every ``sync`` and, in the agent,
+every ``canary_interval``); an unarmed port's frames hit the table-0 drop, nothing is sent to
+it and MACs learned on it are pruned. Optional defence in depth:
 ``load:1->NXM_NX_PKT_MARK[0]`` in the table-0 flow of secure vnets' patch ports, so a secure
 frame that a bug sent to a VXLAN port would carry the mark the shunt drops on.
 

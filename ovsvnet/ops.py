@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable
 from ovsvnet import flows as F
 from ovsvnet import ipsec
 from ovsvnet import model as M
-from ovsvnet import ofctl, state
+from ovsvnet import ofctl, state, xfrm_guard
 from ovsvnet.config import VnetConfig
 from ovsvnet.errors import ConfigError, ConflictError, NotFoundError, OvsvnetError
 from ovsvnet.ovsdb import Ovsdb
@@ -244,6 +244,11 @@ def apply_flows(host: Host, bridges: set[str] | None = None,
     discovered = {d.address: d for d in host.discovered}
     vnet_ports: list[F.VnetPort] = []
     tunnel_ports: list[F.TunnelPort] = []
+    # The guard and the arming gate (see secure_arming): a secure tunnel port gets flows
+    # only while its IPsec policies and ovsvnet's own block policies are in the kernel.
+    armed = secure_arming(host, transport,
+                          want_guard=any(code != 0 for code in active.values()),
+                          failed=report.failed)
     for port in transport.ports:
         role = port.external_ids.get(M.ROLE)
         iface = port.interfaces[0]
@@ -261,6 +266,8 @@ def apply_flows(host: Host, bridges: set[str] | None = None,
             address = port.external_ids[M.PORT_PEER]
             d = discovered.get(address)
             level = ipsec.LEVEL_CODES.get(port.external_ids.get(M.PORT_LEVEL, "none"), 0)
+            if level != 0 and port.name not in armed:
+                continue  # unarmed: its frames hit table 0's drop, nothing is sent to it
             tunnel_ports.append(F.TunnelPort(address, ofp, d.vnets if d else None, level))
     applied_before = len(report.flow_changes)
     _apply(host, M.TRANSPORT_BRIDGE, F.transport_flows(vnet_ports, tunnel_ports), report, cache)
@@ -268,6 +275,71 @@ def apply_flows(host: Host, bridges: set[str] | None = None,
         report.pruned_learned = ofctl.prune_learned(
             host.rundir, M.TRANSPORT_BRIDGE, {t.ofport for t in tunnel_ports})
     return report
+
+
+def _secure_tunnels(transport: Any) -> list[tuple[str, str, str]]:
+    """(port name, level, peer address) of the transport bridge's auth/conf tunnel ports."""
+    out = []
+    for port in transport.ports if transport is not None else []:
+        ext = port.external_ids
+        level = ext.get(M.PORT_LEVEL, "none")
+        if ext.get(M.ROLE) == M.ROLE_TUNNEL and level in ipsec.LEVELS and level != "none":
+            out.append((port.name, level, ext[M.PORT_PEER]))
+    return out
+
+
+def secure_arming(host: Host, transport: Any = None, *, want_guard: bool | None = None,
+                  failed: list[str] | None = None) -> frozenset[str]:
+    """The secure (auth/conf) tunnel ports that may carry traffic now: "armed".
+
+    A secure port is armed only on the kernel datapath, while ovsvnet's guard policies
+    (:mod:`ovsvnet.xfrm_guard`) are in place *and* ``ip xfrm policy`` holds the port's own
+    ESP policies (:func:`ovsvnet.ipsec.policies_installed`, installed by the IKE daemon
+    for the monitor's conns). Stopping the IKE daemon removes its policies, so the next
+    pass disarms the port (the agent re-checks every ``canary_interval``); the guard covers
+    the seconds in between. ``want_guard`` True/False installs/removes the guard first
+    (``apply_flows`` does, from whether secure vnets are active); None only looks (the
+    agent's periodic check). Problems go to ``failed`` and leave every secure port unarmed.
+
+    Off the kernel datapath this never runs ``ip xfrm`` (nothing there uses xfrm, and the
+    test suite's userspace labs share the machine's xfrm tables) and arms nothing.
+    """
+    if state.datapath_type(host.db) != "system":
+        return frozenset()
+    if transport is None:
+        transport = host.db.bridge(M.TRANSPORT_BRIDGE)
+    secure = _secure_tunnels(transport)
+    if not secure and not want_guard:
+        if want_guard is None:
+            return frozenset()
+        # nothing secure left: remove a guard an earlier pass installed, if any (a kernel
+        # whose xfrm cannot even be listed has none: not a problem for a host without
+        # secure vnets)
+        try:
+            text = xfrm_guard.read_policies()
+        except OvsvnetError:
+            return frozenset()
+        try:
+            xfrm_guard.ensure(text, False)
+        except OvsvnetError as exc:
+            if failed is not None:
+                failed.append(str(exc))
+        return frozenset()
+    try:
+        text = xfrm_guard.read_policies()
+        if want_guard is not None:
+            xfrm_guard.ensure(text, want_guard)
+            guarded = want_guard
+        else:
+            guarded = xfrm_guard.complete(text)
+    except OvsvnetError as exc:
+        if failed is not None:
+            failed.append(str(exc))
+        return frozenset()
+    if not guarded:
+        return frozenset()
+    return frozenset(name for name, level, peer in secure
+                     if ipsec.policies_installed(level, peer, text))
 
 
 DefsChange = Callable[[dict[VnetId, VnetConfig]], dict[VnetId, VnetConfig]]

@@ -45,6 +45,7 @@ def run(seconds: float, reps: int) -> dict[str, Any]:
         raise LabError(f"kernel lane throughput: {reason}")
     secret = secrets.token_bytes(32)
     started: list[LabIpsec] = []
+    ips: dict[str, LabIpsec] = {}
     t0 = time.monotonic()
     with Lab(prefix="klb" + secrets.token_hex(2), datapath_type="system") as lab:
         try:
@@ -53,11 +54,14 @@ def run(seconds: float, reps: int) -> dict[str, Any]:
             for h in (a1, a2):
                 ip = LabIpsec(h, secret)
                 started.append(ip)
+                ips[h.name] = ip
                 ip.start()
             for h, other in ((a1, a2), (a2, a1)):
                 for level, vid in LEVEL_IDS.items():
                     h.ovsvnet("create", "--id", f"{vid:x}", "--security", level)
                 h.ovsvnet("peer-add", other.address)
+            for h, other in ((a1, a2), (a2, a1)):  # secure tunnels: armed once routed
+                ips[h.name].arm(other.address, tuple(LEVEL_IDS))
             pairs: dict[str, dict[str, Any]] = {}
             mtus = {}
             for level, vid in LEVEL_IDS.items():

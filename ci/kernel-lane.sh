@@ -19,7 +19,8 @@
 #
 # Environment: OVSVNET_KERNEL_LANE_ACCEL=kvm|tcg (skip the probe), _TIMEOUT (seconds for the
 # guest, default 2400), _MEM (MiB, default 3072), _CPUS (default: all), _CACHE, _OUT,
-# _BENCH=0 (skip the throughput run), _BENCH_SECONDS (iperf3 -t, default 5).
+# _BENCH=0 (skip the throughput run), _BENCH_SECONDS (iperf3 -t, default 5), _LEVELS=auth,conf
+# (the reduced lane: build only these levels' vnets; tests of the others skip).
 # shellcheck disable=SC2317  # cleanup runs from the EXIT trap
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -37,9 +38,13 @@ log() { echo "kernel-lane: $(date +%H:%M:%S) $*" >&2; }
 # -- 1. packages (Debian archive only) --------------------------------------------------------
 # qemu-system-x86 brings /usr/lib/qemu/virtiofsd; busybox-static and cpio build the
 # initramfs; strongswan (starter + charon) is the IKE daemon ovs-monitor-ipsec drives inside
-# the guest, which runs this host's binaries from the shared root.
+# the guest, which runs this host's binaries from the shared root. libstrongswan-standard-plugins
+# has charon's gcm (and openssl) plugins: without them charon cannot build the monitor's IKE
+# proposal (aes256gcm16-sha256-modp2048) and no IKE SA ever comes up. It is only a
+# Recommends of libstrongswan, which --no-install-recommends leaves out.
 apt_packages=(qemu-system-x86 busybox-static cpio strongswan-starter strongswan-charon
-              strongswan-libcharon openvswitch-ipsec iperf3 tcpdump kmod)
+              strongswan-libcharon libstrongswan-standard-plugins openvswitch-ipsec iperf3
+              tcpdump kmod)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -187,7 +192,8 @@ t_boot=$(date +%s)
 set +e
 qemu_argv "$accel" "kl_guest=$here/ci/kernel-lane/guest.sh" "kl_modules=$moddir" \
   "kl_repo=$here" "kl_bench=${OVSVNET_KERNEL_LANE_BENCH:-1}" \
-  "kl_bench_seconds=${OVSVNET_KERNEL_LANE_BENCH_SECONDS:-5}"
+  "kl_bench_seconds=${OVSVNET_KERNEL_LANE_BENCH_SECONDS:-5}" \
+  "kl_levels=${OVSVNET_KERNEL_LANE_LEVELS:-}"
 timeout -k 30 "$guest_timeout" "${qemu[@]}" </dev/null > "$rundir/console.log" 2>&1 &
 qpid=$!
 pids+=("$qpid")

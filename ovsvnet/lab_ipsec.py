@@ -30,6 +30,9 @@ from ovsvnet import ipsec
 from ovsvnet.sandbox import Host, LabError, pid_alive, wait_until
 
 MONITOR = Path("/usr/share/openvswitch/scripts/ovs-monitor-ipsec")
+#: charon's AES-GCM plugin: the monitor's IKE proposal (aes256gcm16-sha256-modp2048) needs it;
+#: without it charon cannot build the proposal and no IKE SA ever comes up.
+GCM_PLUGIN = Path("/usr/lib/ipsec/plugins/libstrongswan-gcm.so")
 #: (path in the private view, kind): what each host gets a copy of.
 _PRIVATE = (("/etc/ipsec.conf", "file"), ("/etc/ipsec.secrets", "file"),
             ("/etc/ipsec.d", "dir"), ("/etc/strongswan.d", "dir"), ("/run", "empty"))
@@ -53,6 +56,9 @@ def usable() -> str | None:
         return f"{MONITOR} is missing (Debian package openvswitch-ipsec)"
     if not shutil.which("ipsec") and not Path("/usr/sbin/ipsec").exists():
         return "strongSwan's ipsec command is missing (Debian package strongswan-starter)"
+    if not GCM_PLUGIN.exists():
+        return (f"{GCM_PLUGIN} is missing (Debian package libstrongswan-standard-plugins): "
+                "charon could not negotiate the monitor's AES-GCM IKE proposal")
     if not Path("/proc/net/xfrm_stat").exists():
         return "the kernel has no XFRM (IPsec)"
     if not (Path("/sys/module/openvswitch").exists() and Path("/sys/module/esp4").exists()):
@@ -93,7 +99,8 @@ class LabIpsec:
         (self.root / "etc/strongswan.d/zz-ovsvnet-lab-log.conf").write_text(
             "charon {\n  filelog {\n    lab {\n"
             f"      path = {self.host.dir / 'charon.log'}\n"
-            "      time_format = %H:%M:%S\n      flush_line = yes\n      default = 1\n      ike = 1\n      knl = 1\n"
+            "      time_format = %H:%M:%S\n      flush_line = yes\n"
+            "      default = 1\n      ike = 1\n      knl = 1\n"
             "    }\n  }\n  syslog {\n    daemon {\n      default = -1\n    }\n  }\n}\n")
         self.secret_file.write_bytes(self.secret)
         self.secret_file.chmod(0o600)
@@ -162,6 +169,19 @@ class LabIpsec:
     def xfrm(self, what: str = "state") -> str:
         """``ip xfrm state`` / ``ip xfrm policy`` of the host's namespace."""
         return self.host.run("ip", "xfrm", what).stdout
+
+    def arm(self, peer: str, levels: list[str] | tuple[str, ...], timeout: float = 180) -> None:
+        """Wait until the IKE daemon has routed this host's secure tunnels to ``peer``
+        (their ESP policies are in the kernel), then ``ovsvnet sync``: ovsvnet arms a secure
+        tunnel only once its policies are there (``ops.secure_arming``), and a lab without
+        an agent does not re-check by itself."""
+        secure = [lvl for lvl in levels if lvl != "none"]
+        if not secure:
+            return
+        wait_until(lambda: all(ipsec.policies_installed(lvl, peer, self.xfrm("policy"))
+                               for lvl in secure),
+                   timeout=timeout, what=f"{self.host.name}: IPsec policies to {peer}")
+        self.host.ovsvnet("sync")
 
     def established(self) -> int:
         """How many IPsec SAs are installed (``ip -s xfrm state count`` equivalent)."""

@@ -25,11 +25,13 @@ hostname kernel-lane
 ip link set lo up
 modules=(openvswitch vport-vxlan vport-geneve vport-gre veth bridge vxlan geneve ip_gre
          esp4 xfrm_user xfrm_algo authenc echainiv seqiv gcm ghash-generic aesni_intel
-         crypto_null hmac sha256_generic cbc ctr tun)
+         aes_generic crypto_null hmac sha256_generic sha1_generic cbc ctr tun)
 for m in "${modules[@]}"; do modprobe "$m" 2>/dev/null || echo "modprobe $m: failed"; done
 say "kernel $(uname -r), $(nproc) CPUs, $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) MiB;" \
     "loaded: $(for m in openvswitch vport_vxlan vport_geneve vport_gre esp4 xfrm_user; do
                  [ -d /sys/module/$m ] && printf '%s ' $m; done)"
+levels=$(arg kl_levels)
+[ -n "$levels" ] && export OVSVNET_KL_LEVELS=$levels
 cd "$repo" || { echo 1 > "$out/rc"; exit 1; }
 mapfile -t pytest_args < <(grep -v '^$' "$out/pytest-args" 2>/dev/null)
 [ ${#pytest_args[@]} -gt 0 ] || pytest_args=(tests/kernel)

@@ -12,14 +12,17 @@ tests matters: the last ones take SAs and IKE daemons down.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
+import subprocess
 import sys
 import time
 
 import pytest
 
 from ovsvnet import ipsec as I
+from ovsvnet import xfrm_guard
 from ovsvnet.sandbox import tcp_transfer, wait_until
 from tests.kernel import wire
 from tests.kernel.conftest import LEVEL_IDS, World
@@ -32,6 +35,13 @@ def _marker(level: str) -> bytes:
     return f"OVSVNET-KL-{level}-{secrets.token_hex(6)}".encode()
 
 
+def _guests(world: World, level: str):
+    """The (h1, h2) guests of a level, or skip when the reduced lane left the level out."""
+    if level not in world.guests:
+        pytest.skip(f"{level} is not in this run's world (OVSVNET_KL_LEVELS)")
+    return world.guests[level]
+
+
 def _send_udp(g, dst: str, port: int, payload: bytes, count: int = 5) -> None:
     code = ("import socket,sys\n"
             "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
@@ -42,7 +52,9 @@ def _send_udp(g, dst: str, port: int, payload: bytes, count: int = 5) -> None:
 def test_the_lab_runs_on_the_kernel_datapath(world: World) -> None:
     for h in (world.h1, world.h2):
         assert h.vsctl("get", "Bridge", "br-vnet", "datapath_type").strip() == "system"
-        assert h.vsctl("get", "Bridge", "vnet0098", "datapath_type").strip() == "system"
+        for level in world.guests:
+            br = f"vnet{LEVEL_IDS[level]:04x}"
+            assert h.vsctl("get", "Bridge", br, "datapath_type").strip() == "system"
         dps = h.appctl("dpif/show")
         assert re.search(r"^system@ovs-system:", dps, re.M), dps
         assert "netdev@" not in dps, dps
@@ -52,7 +64,7 @@ def test_the_lab_runs_on_the_kernel_datapath(world: World) -> None:
 
 @pytest.mark.parametrize("level", LEVELS)
 def test_guests_on_two_hosts_ping_and_carry_tcp(world: World, level: str) -> None:
-    g1, g2 = world.guests[level]
+    g1, g2 = _guests(world, level)
     if not g1.ping(g2.addr, count=3, timeout=60):
         diag = "\n".join(ip.diagnostics() for ip in world.ipsec.values())
         print(f"KL diagnostics after a failed {level} ping:\n{diag}")
@@ -70,7 +82,7 @@ def test_guests_on_two_hosts_ping_and_carry_tcp(world: World, level: str) -> Non
 
 @pytest.mark.parametrize("level", LEVELS)
 def test_underlay_frames_match_the_level(world: World, level: str) -> None:
-    g1, g2 = world.guests[level]
+    g1, g2 = _guests(world, level)
     h1, h2 = world.h1.address, world.h2.address
     assert g1.ping(g2.addr, count=1, timeout=60)  # SAs and neighbours up before capturing
     marker = _marker(level)
@@ -114,7 +126,7 @@ def test_a_forged_plaintext_frame_reaches_a_guest_only_on_a_none_vnet(
     if "evil" not in world.lab.plain_hosts:
         world.lab.add_plain_host("evil", "s1")
     evil = world.lab.plain_host("evil")
-    g1, g2 = world.guests[level]
+    g1, g2 = _guests(world, level)
     # Learned MACs (and SAs) up: the normal state. The forgery must be dropped even if the
     # SA is not up, so only the control (none) insists on it.
     up = g1.ping(g2.addr, count=1, timeout=60 if level == "none" else 20)
@@ -173,7 +185,7 @@ def test_a_tunnel_whose_sa_is_down_carries_nothing_in_clear(world: World) -> Non
     markers = {}
     with wire.pcap(world.seg.netns, h1.switch_port, world.tmp / "sa-down.pcap") as cap:
         for level in ("auth", "conf"):
-            g1, g2 = world.guests[level]
+            g1, g2 = _guests(world, level)
             markers[level] = _marker(f"down-{level}")
             _send_udp(g1, g2.addr, 7779, markers[level], 5)
             assert not g1.ping(g2.addr, count=2, timeout=4)
@@ -189,28 +201,163 @@ def test_a_tunnel_whose_sa_is_down_carries_nothing_in_clear(world: World) -> Non
     assert not esp, f"ESP without an SA? {esp}"
 
 
-def test_a_host_whose_ike_daemon_is_stopped_sends_nothing_in_clear(world: World) -> None:
-    """h2's charon was stopped by the previous test (its SAs *and* policies are gone, the
-    plaintext shunt with them). h2's guests send on the auth and conf vnets: nothing may
-    leave h2 in clear."""
-    h1, h2 = world.h1, world.h2
-    if world.ipsec["h2"].charon_pid() is not None:
-        world.ipsec["h2"].ipsec("stop", check=False)
-        wait_until(lambda: world.ipsec["h2"].charon_pid() is None, timeout=60,
-                   what="h2's charon to stop")
+def _secure_levels(world: World) -> tuple[str, ...]:
+    levels = tuple(lvl for lvl in ("auth", "conf") if lvl in world.guests)
+    if not levels:
+        pytest.skip("no secure level in this run's world")
+    return levels
+
+
+def _sent_in_clear(world: World, host, sender_index: int, tag: str) -> tuple[list, list]:
+    """Each secure level's guest on ``host`` sends marked datagrams and pings across;
+    returns (frames ``host`` put on the segment, those of them in clear)."""
     markers = {}
-    with wire.pcap(world.seg.netns, h2.switch_port, world.tmp / "ike-down.pcap") as cap:
-        for level in ("auth", "conf"):
-            g1, g2 = world.guests[level]
-            markers[level] = _marker(f"ike-down-{level}")
-            _send_udp(g2, g1.addr, 7780, markers[level], 5)
-            g2.ping(g1.addr, count=2, timeout=4)
-    out = cap.sent_by(h2.address)
+    with wire.pcap(world.seg.netns, host.switch_port, world.tmp / f"{tag}.pcap") as cap:
+        for level in _secure_levels(world):
+            pair = _guests(world, level)
+            src, dst = pair[sender_index], pair[1 - sender_index]
+            markers[level] = _marker(f"{tag}-{level}")
+            _send_udp(src, dst.addr, 7780, markers[level], 5)
+            src.ping(dst.addr, count=2, timeout=4)
+    out = cap.sent_by(host.address)
     clear = [f for f in out if f.proto == wire.GRE
              or (f.proto == wire.UDP and f.dport in (4789, 6081))
              or any(m in f.data for m in markers.values())]
-    print(f"KL ike-down: h2 (charon stopped) sent {len(out)} frames, {len(clear)} in clear")
-    status = h2.ovsvnet("show", "98", "--json", check=False).stdout
-    print(f"KL ike-down: ovsvnet show 98 on h2: {status.strip()[:300]}")
+    return out, clear
+
+
+def _armed_ports(h) -> set[str]:
+    """Secure tunnel ports of ``h`` that have a table-0 flow (armed)."""
+    flows = h.ofctl("--names", "dump-flows", "br-vnet", "table=0")
+    return set(re.findall(r"in_port=\"?((?:gn|gr)-[0-9a-f]+)", flows))
+
+
+def test_a_host_whose_ike_daemon_is_stopped_sends_nothing_in_clear(world: World) -> None:
+    """h2's charon was stopped by the previous test: its SAs *and* every xfrm policy it
+    installed are gone, the monitor's plaintext shunts with them. No ovsvnet pass ran since
+    (the secure tunnels are still armed): ovsvnet's own guard policies (ovsvnet.xfrm_guard)
+    must keep every secure tunnel frame from leaving h2 in clear."""
+    h2 = world.h2
+    ip2 = world.ipsec["h2"]
+    if ip2.charon_pid() is not None:
+        ip2.ipsec("stop", check=False)
+        wait_until(lambda: ip2.charon_pid() is None, timeout=60, what="h2's charon to stop")
+    policies = ip2.xfrm("policy")
+    print(f"KL ike-down: h2's xfrm policies with charon stopped:\n{policies}")
+    assert xfrm_guard.complete(policies), f"h2: ovsvnet's guard is not in place: {policies}"
+    armed = _armed_ports(h2)
+    out, clear = _sent_in_clear(world, h2, 1, "ike-down")
+    print(f"KL ike-down: h2 (charon stopped, tunnels still armed: {sorted(armed)}) sent "
+          f"{len(out)} frames, {len(clear)} in clear")
     assert not clear, (f"h2 sent {len(clear)} tunnel frames in clear with its IKE daemon "
                        f"stopped: {clear[:4]}")
+
+
+def test_ovsvnet_disarms_secure_tunnels_whose_policies_are_gone(world: World) -> None:
+    """The next ovsvnet pass (the agent's periodic check, here ``ovsvnet sync``) sees the
+    ESP policies gone and disarms h2's secure tunnels: no flows send to them or accept from
+    them; still nothing leaves in clear; the none vnet (if built) is untouched."""
+    h2 = world.h2
+    assert world.ipsec["h2"].charon_pid() is None, "h2's charon should still be stopped"
+    before = _armed_ports(h2)
+    h2.ovsvnet("sync")
+    after = _armed_ports(h2)
+    print(f"KL disarm: h2's armed secure tunnels before sync {sorted(before)}, "
+          f"after {sorted(after)}")
+    assert not after, f"h2 keeps secure tunnels armed without IPsec policies: {after}"
+    out, clear = _sent_in_clear(world, h2, 1, "disarmed")
+    print(f"KL disarm: h2 sent {len(out)} frames, {len(clear)} in clear")
+    assert not clear, f"h2 sent tunnel frames in clear: {clear[:4]}"
+    if "none" in world.guests:
+        g1, g2 = world.guests["none"]
+        assert g2.ping(g1.addr, count=2, timeout=30), "the none vnet stopped working"
+
+
+def test_after_the_ike_daemon_restarts_sas_and_traffic_come_back(world: World) -> None:
+    """Start h2's charon again (it reads the monitor's ipsec.conf: conns routed, policies
+    back), one ovsvnet pass re-arms the tunnels, and the secure vnets carry traffic as ESP
+    again, the conf payload unreadable."""
+    h1, h2 = world.h1, world.h2
+    ip1, ip2 = world.ipsec["h1"], world.ipsec["h2"]
+    ip2.ipsec("start", check=False)
+    wait_until(ip2.charon_pid, timeout=120, what="h2's charon to start again")
+    levels = _secure_levels(world)
+    ip2.arm(h1.address, levels)
+    ip1.arm(h2.address, levels)
+    assert _armed_ports(h2), "h2's secure tunnels were not re-armed"
+    for level in levels:
+        g1, g2 = _guests(world, level)
+        if not g2.ping(g1.addr, count=3, timeout=90):
+            diag = "\n".join(ip.diagnostics() for ip in world.ipsec.values())
+            print(f"KL diagnostics after a failed {level} ping (charon restarted):\n{diag}")
+            raise AssertionError(f"{level}: no traffic after h2's charon restarted")
+    markers = {}
+    with wire.pcap(world.seg.netns, h2.switch_port, world.tmp / "restarted.pcap") as cap:
+        for level in levels:
+            g1, g2 = _guests(world, level)
+            markers[level] = _marker(f"restart-{level}")
+            _send_udp(g2, g1.addr, 7781, markers[level], 5)
+            assert g2.ping(g1.addr, count=2, timeout=30)
+    frames = cap.between(h1.address, h2.address)
+    esp = [f for f in frames if f.proto == wire.ESP]
+    clear = [f for f in frames if f.proto == wire.GRE
+             or (f.proto == wire.UDP and f.dport in (4789, 6081))]
+    readable = {lvl: [f for f in frames if m in f.data] for lvl, m in markers.items()}
+    print(f"KL restart: {len(frames)} frames h1<->h2: {len(esp)} ESP, {len(clear)} "
+          f"plaintext tunnel, payload readable: "
+          f"{ {lvl: len(v) for lvl, v in readable.items()} }; "
+          f"SAs h1 {ip1.established()}, h2 {ip2.established()}")
+    assert not clear, f"plaintext tunnel frames after the restart: {clear[:4]}"
+    assert len(esp) >= 5 * len(levels), f"only {len(esp)} ESP frames"
+    if "conf" in readable:
+        assert not readable["conf"], "conf: payload readable on the wire after the restart"
+    if "auth" in readable:
+        assert all(f.proto == wire.ESP for f in readable["auth"]), readable["auth"]
+
+
+def test_the_agent_disarms_and_rearms_secure_tunnels_by_itself(world: World) -> None:
+    """With ``ovsvnet agent`` running on h2, stopping h2's charon disarms h2's secure
+    tunnels within a few canary intervals and nothing leaves in clear; starting charon again
+    re-arms them and traffic comes back, with no command from anyone."""
+    h1, h2 = world.h1, world.h2
+    ip2 = world.ipsec["h2"]
+    levels = _secure_levels(world)
+    log = open(h2.dir / "agent.log", "a")
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", h2.netns, sys.executable, "-m", "ovsvnet", "--db", h2.db,
+         "agent", "--pidfile", str(h2.dir / "agent.pid")],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=h2.env)
+    try:
+        wait_until(lambda: json.loads(h2.ovsvnet("status", "--json").stdout).get("agent"),
+                   timeout=120, what="h2's agent")
+        wait_until(lambda: _armed_ports(h2), timeout=60, what="h2's tunnels armed")
+        ip2.ipsec("stop", check=False)
+        t0 = time.monotonic()
+        wait_until(lambda: ip2.charon_pid() is None, timeout=60, what="h2's charon to stop")
+        wait_until(lambda: not _armed_ports(h2), timeout=90, what="the agent to disarm")
+        disarm = time.monotonic() - t0
+        out, clear = _sent_in_clear(world, h2, 1, "agent-disarmed")
+        print(f"KL agent: charon stopped -> secure tunnels disarmed after {disarm:.1f}s; "
+              f"h2 then sent {len(out)} frames, {len(clear)} in clear")
+        assert not clear, f"h2 sent tunnel frames in clear: {clear[:4]}"
+        ip2.ipsec("start", check=False)
+        t0 = time.monotonic()
+        wait_until(lambda: _armed_ports(h2), timeout=180, what="the agent to re-arm")
+        rearm = time.monotonic() - t0
+        for level in levels:
+            g1, g2 = _guests(world, level)
+            assert g2.ping(g1.addr, count=3, timeout=90), f"{level}: no traffic after re-arm"
+        print(f"KL agent: charon started -> re-armed after {rearm:.1f}s, "
+              f"{'/'.join(levels)} ping again")
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        log.close()
+        with open(h2.dir / "agent.log", errors="replace") as f:
+            lines = [ln for ln in f if "armed" in ln or "sync" in ln]
+        print("KL agent log (armed/sync lines):\n" + "".join(lines[-12:]))

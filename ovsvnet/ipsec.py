@@ -138,7 +138,7 @@ __all__ = [
     "check_private_file",
     "certificate_cn", "load_certificates", "redact", "esp_overhead", "encap_overhead",
     "level_overhead", "vnet_mtu", "selector_covers", "levels_covering", "Support", "support",
-    "gather_facts", "host_support", "policies_installed", "MONITOR_PIDFILE",
+    "gather_facts", "host_support", "policies_installed", "policy_blocks", "MONITOR_PIDFILE",
 ]
 
 LEVELS = ("none", "auth", "conf")
@@ -811,7 +811,8 @@ def host_support(datapath_type: str, rundir: str | os.PathLike[str]) -> Support:
 
 # -- are a tunnel's kernel policies in place? ---------------------------------------------
 
-def _policy_blocks(text: str) -> list[str]:
+def policy_blocks(text: str) -> list[str]:
+    """``ip xfrm policy`` output, one line per policy (continuation lines joined)."""
     blocks: list[str] = []
     for line in text.splitlines():
         if line.startswith("src "):
@@ -839,7 +840,7 @@ def policies_installed(level: str, peer_address: str, xfrm_policy_text: str) -> 
         return True
     peer = _address("peer", peer_address)
     host = f"{peer}/{32 if peer.version == 4 else 128}"
-    blocks = [b for b in _policy_blocks(xfrm_policy_text)
+    blocks = [b for b in policy_blocks(xfrm_policy_text)
               if re.search(r"\bproto esp\b", b) and "mode transport" in b]
 
     def has(direction: str, port_field: str | None) -> bool:

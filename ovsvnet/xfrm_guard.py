@@ -74,7 +74,8 @@ class GuardPolicy:
         return ["ip", "xfrm", "policy", "delete", *self.selector()]
 
     def found_in(self, blocks: list[str]) -> bool:
-        """Whether ``ip xfrm policy`` output (as :func:`policy_blocks`) holds this policy."""
+        """Whether ``ip xfrm policy`` output (as :func:`ovsvnet.ipsec.policy_blocks`) holds
+        this policy."""
         head = f"src {self.any_address} dst {self.any_address} proto {self.proto}"
         port = f" dport {self.dport}" if self.dport is not None else ""
         for b in blocks:
@@ -95,24 +96,13 @@ POLICIES: tuple[GuardPolicy, ...] = tuple(
     for family in (4, 6) for m in ipsec.MAPPING.values() if m.ipsec)
 
 
-def policy_blocks(text: str) -> list[str]:
-    """``ip xfrm policy`` output, one line per policy (continuation lines joined)."""
-    blocks: list[str] = []
-    for line in text.splitlines():
-        if line.startswith("src "):
-            blocks.append(line.strip())
-        elif blocks and line[:1].isspace():
-            blocks[-1] += " " + line.strip()
-    return blocks
-
-
 def missing(text: str) -> list[GuardPolicy]:
-    blocks = policy_blocks(text)
+    blocks = ipsec.policy_blocks(text)
     return [p for p in POLICIES if not p.found_in(blocks)]
 
 
 def present(text: str) -> list[GuardPolicy]:
-    blocks = policy_blocks(text)
+    blocks = ipsec.policy_blocks(text)
     return [p for p in POLICIES if p.found_in(blocks)]
 
 

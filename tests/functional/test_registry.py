@@ -43,7 +43,14 @@ class Agents:
                    what=f"agent on {host.name}")
 
     def stop(self, host: Host) -> None:
-        proc = self.procs.pop(host.name, None)
+        self._stop(host.name)
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self._stop(name)
+
+    def _stop(self, name: str) -> None:
+        proc = self.procs.pop(name, None)
         if proc is not None and proc.poll() is None:
             proc.terminate()
             try:
@@ -51,17 +58,6 @@ class Agents:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-
-    def stop_all(self) -> None:
-        for name in list(self.procs):
-            proc = self.procs.pop(name)
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
 
 
 def run(host: Host, *args: str, rc: int = 0, timeout: float = 60) -> subprocess.CompletedProcess[str]:

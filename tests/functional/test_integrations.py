@@ -227,6 +227,56 @@ def test_libvirt_network_hook_through_the_wrapper(net, tmp_path):
     assert_vnet97_in_place(h1)
 
 
+def bare_hook(host: Host, argv: list[str], input: str, **extra: str
+              ) -> subprocess.CompletedProcess[str]:
+    """The hook as libvirtd runs it: only LC_ALL, PATH and HOME (no OVSVNET), with the
+    ovsvnet command found on PATH (here: the virtualenv's)."""
+    path = f"{Path(sys.executable).parent}:/usr/sbin:/usr/bin:/sbin:/bin"
+    envs = {"LC_ALL": "C", "PATH": path, "HOME": "/root", "OVSVNET_DB": host.db,
+            "OVSVNET_SYSLOG": "no", "OVSVNET_DEFAULTS": "/nonexistent/ovsvnet", **extra}
+    return host.run("env", "-i", *[f"{k}={v}" for k, v in envs.items()], *argv, check=False,
+                    input=input, timeout=60)
+
+
+def test_libvirt_hook_in_libvirtds_bare_environment(net, tmp_path):
+    """libvirtd gives hooks no OVSVNET; the hook must find ovsvnet on PATH, not recurse."""
+    h1 = net.host("h1")
+    break_vnet97(h1)
+    proc = bare_hook(h1, [str(SCRIPT), "hook", "qemu", "dom1", "prepare", "begin", "-"],
+                     DOMAIN_XML)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    assert "recursion" not in proc.stderr
+    assert "qemu dom1 prepare: vnet bridge(s) vnet97 in place" in proc.stderr
+    assert_vnet97_in_place(h1)
+
+
+def test_libvirt_hook_never_fails_a_running_domain(net, tmp_path):
+    """reconnect/attach concern a running domain: libvirtd kills it when the hook fails."""
+    h1 = net.host("h1")
+    gone = {"OVSVNET_DB": "unix:/nonexistent/db.sock"}
+    for op in ("reconnect", "attach"):
+        proc = bare_hook(h1, [str(SCRIPT), "hook", "qemu", "dom1", op, "begin", "-"],
+                         DOMAIN_XML, **gone)
+        assert proc.returncode == 0, (op, proc.stderr)
+        assert "keeps running" in proc.stderr and "exit 5 ignored" in proc.stderr
+    # starting a domain on a vnet OVS cannot serve still fails, with the real exit code
+    proc = bare_hook(h1, [str(SCRIPT), "hook", "qemu", "dom1", "start", "begin", "-"],
+                     DOMAIN_XML, **gone)
+    assert proc.returncode == 5, proc.stderr
+
+
+def test_hook_reports_a_failed_sync_with_its_exit_code(net, tmp_path):
+    h1 = net.host("h1")
+    fake_ovsvnet = fake(tmp_path / "ovsvnet", f"""\
+        if [ "$3" = sync ]; then echo "boom" >&2; exit 5; fi
+        exec {sys.executable} -m ovsvnet "$@"
+        """)
+    proc = script(h1, [str(SCRIPT), "hook", "qemu", "dom1", "start", "begin", "-"],
+                  input=DOMAIN_XML, env={"OVSVNET": str(fake_ovsvnet)})
+    assert proc.returncode == 5, proc.stderr
+    assert "ovsvnet sync failed (exit 5)" in proc.stderr
+
+
 # -- vn verbs -------------------------------------------------------------------------------
 
 VN_DRIVER = r"""

@@ -1,6 +1,6 @@
 """Shared pieces of the benchmarks: statistics, timing, process probes, traffic tools.
 
-Everything that sends packets runs inside namespaces of a :class:`ovsvnet.sandbox.Lab`
+Everything that sends packets runs inside namespaces of a :class:`ovsvnet.lab.Lab`
 and is bounded in count and time (iperf3 ``-t`` plus a subprocess timeout, ping ``-c``/``-w``).
 """
 
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ovsvnet.sandbox import Host, LabError, wait_until
+from ovsvnet.lab import LabError, LabHost, wait_until
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -38,7 +38,7 @@ def summarize(samples: Sequence[float], digits: int = 6) -> dict[str, Any]:
         q1, _, q3 = statistics.quantiles(xs, n=4, method="inclusive")
     else:
         q1 = q3 = xs[0]
-    r = lambda v: round(v, digits)  # noqa: E731
+    r = lambda v: round(v, digits)
     return {
         "n": len(xs), "median": r(statistics.median(xs)), "min": r(xs[0]), "max": r(xs[-1]),
         "q1": r(q1), "q3": r(q3), "mean": r(statistics.fmean(xs)),
@@ -156,7 +156,7 @@ def ns_run(netns: str, argv: Sequence[str], timeout: float = 30,
     return proc
 
 
-def ovsvnet(host: Host, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def ovsvnet(host: LabHost, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """``ovsvnet ARGS`` in the host's namespace; raise with its stderr if it fails."""
     proc = host.ovsvnet("--timeout", str(int(timeout)), *args, check=False,
                         timeout=timeout + 30)
@@ -166,7 +166,7 @@ def ovsvnet(host: Host, *args: str, timeout: float = 120) -> subprocess.Complete
     return proc
 
 
-def vsctl_json_rows(host: Host, *args: str) -> list[dict[str, Any]]:
+def vsctl_json_rows(host: LabHost, *args: str) -> list[dict[str, Any]]:
     """``ovs-vsctl -f json ARGS`` as a list of {column: python value} dicts."""
     out = subprocess.run(
         ["ovs-vsctl", f"--db={host.db}", "--timeout=10", "--format=json", *args],
@@ -185,7 +185,7 @@ def _ovsdb_value(v: Any) -> Any:
     return v
 
 
-def tunnel_addrs(host: Host) -> set[str]:
+def tunnel_addrs(host: LabHost) -> set[str]:
     """Remote addresses of the host's VXLAN ports that have an OpenFlow port number."""
     rows = vsctl_json_rows(host, "--columns=ofport,options", "find", "Interface", "type=vxlan")
     up = set()
@@ -356,7 +356,7 @@ def send_garp(netns: str, mac: str, ip: str) -> float:
 
 @dataclass
 class AgentProc:
-    host: Host
+    host: LabHost
     proc: subprocess.Popen[bytes]
     started: float
 
@@ -368,7 +368,7 @@ class Agents:
         self.interval = interval
         self.procs: dict[str, AgentProc] = {}
 
-    def start(self, host: Host, *extra: str, wait: bool = True, timeout: float = 30) -> float:
+    def start(self, host: LabHost, *extra: str, wait: bool = True, timeout: float = 30) -> float:
         """Start the agent; returns the wall-clock start time. With ``wait``, returns once
         its control socket answers."""
         log = open(host.dir / "agent.log", "ab")
@@ -376,6 +376,7 @@ class Agents:
         proc = subprocess.Popen(
             ["ip", "netns", "exec", host.netns, sys.executable, "-m", "ovsvnet",
              "--db", host.db, "--timeout", "600", "agent", "--interval", str(self.interval),
+             "--key-file", str(host.discovery_key()),
              "--pidfile", str(host.dir / "agent.pid"), *extra],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=host.env)
         log.close()
@@ -388,12 +389,12 @@ class Agents:
                                f"{host.dir / 'agent.log'}")
         return t0
 
-    def pid(self, host: Host) -> int | None:
+    def pid(self, host: LabHost) -> int | None:
         a = self.procs.get(host.name)
         return a.proc.pid if a is not None and a.proc.poll() is None else None
 
     @staticmethod
-    def status(host: Host, timeout: float = 5) -> dict[str, Any] | None:
+    def status(host: LabHost, timeout: float = 5) -> dict[str, Any] | None:
         """The agent's ``status`` over its control socket (bounded by ``timeout``)."""
         ctl = host.dir / "ovsvnet-agent.ctl"
         if not ctl.exists():
@@ -411,7 +412,7 @@ class Agents:
         except ValueError:
             return None
 
-    def stop(self, host: Host, sig: int = signal.SIGTERM) -> None:
+    def stop(self, host: LabHost, sig: int = signal.SIGTERM) -> None:
         a = self.procs.pop(host.name, None)
         if a is None or a.proc.poll() is not None:
             return

@@ -24,11 +24,16 @@ import sys
 import time
 from typing import Any
 
-from ovsvnet.sandbox import Host, Lab, LabError, wait_until
-
 from bench.common import (
-    Agents, cpu_seconds, ovsvnet, ratio, rss_kib, summarize, vsctl_json_rows,
+    Agents,
+    cpu_seconds,
+    ovsvnet,
+    ratio,
+    rss_kib,
+    summarize,
+    vsctl_json_rows,
 )
+from ovsvnet.lab import Lab, LabError, LabHost, wait_until
 
 VNET_BASE = 0x1000
 FLOWS_BASE = 0x2000
@@ -38,7 +43,7 @@ def _ids(n: int, base: int = VNET_BASE) -> list[int]:
     return [base + i for i in range(n)]
 
 
-def _sxp_files(host: Host, ids: list[int], tag: str) -> list[str]:
+def _sxp_files(host: LabHost, ids: list[int], tag: str) -> list[str]:
     d = host.dir / f"sxp-{tag}"
     d.mkdir(parents=True, exist_ok=True)
     files = []
@@ -64,7 +69,7 @@ def _vsctl_add_br_args(ids: list[int]) -> list[str]:
     return args[1:]
 
 
-def _settled_rss(host: Host) -> int | None:
+def _settled_rss(host: LabHost) -> int | None:
     pid = host.vswitchd_pid()
     return rss_kib(pid) if pid else None
 
@@ -76,7 +81,7 @@ class Hosts:
         self.lab = lab
         self.n = 0
 
-    def new(self, tag: str) -> Host:
+    def new(self, tag: str) -> LabHost:
         self.n += 1
         return self.lab.add_host(f"{tag}{self.n}", "s1")
 
@@ -113,10 +118,10 @@ def create_one_method(hosts: Hosts, method: str, n: int, timeout: float) -> dict
             "vswitchd_rss_kib": _settled_rss(h)}
 
 
-def create_scaling(profile: Any, hosts: Hosts, log: Any) -> tuple[dict[str, Any], Host | None]:
+def create_scaling(profile: Any, hosts: Hosts, log: Any) -> tuple[dict[str, Any], LabHost | None]:
     """Seconds per vnet for each method and N. Returns the results and the host that holds
     the largest ovsvnet batch (kept for the big-N measurements)."""
-    big_host: Host | None = None
+    big_host: LabHost | None = None
     methods = ("ovsvnet_per_call", "ovsvnet_batch", "vsctl_per_call", "vsctl_batch")
     out: dict[str, dict[str, Any]] = {m: {} for m in methods}
     for n in sorted(set(profile.create_batch_ns) | set(profile.create_per_call_ns)):
@@ -171,11 +176,11 @@ def create_scaling(profile: Any, hosts: Hosts, log: Any) -> tuple[dict[str, Any]
 
 # -- at scale ----------------------------------------------------------------------------------
 
-def _cur_cfg(h: Host) -> int:
+def _cur_cfg(h: LabHost) -> int:
     return int(h.vsctl("get", "Open_vSwitch", ".", "cur_cfg").strip())
 
 
-def at_scale(profile: Any, h: Host, log: Any) -> dict[str, Any]:
+def at_scale(profile: Any, h: LabHost, log: Any) -> dict[str, Any]:
     """list, no-op sync, list-br, peer-add on the host holding big_n vnets."""
     n = profile.big_n
     timeout = max(120.0, n * 1.0)
@@ -247,7 +252,7 @@ def _python_rss(imports: str) -> int:
         p.communicate("", timeout=10)
 
 
-def agent_footprint(profile: Any, h: Host, log: Any, what: str,
+def agent_footprint(profile: Any, h: LabHost, log: Any, what: str,
                     timeout: float = 900) -> dict[str, Any]:
     """Start an agent on ``h``, wait for its first sync, let it idle, read RSS and CPU."""
     agents = Agents(profile.interval)
@@ -288,7 +293,7 @@ def agent_footprint(profile: Any, h: Host, log: Any, what: str,
         agents.stop_all()
 
 
-def memory(profile: Any, big: Host, small: dict[str, Any] | None, first_peer: str,
+def memory(profile: Any, big: LabHost, small: dict[str, Any] | None, first_peer: str,
            log: Any) -> dict[str, Any]:
     seg = ipaddress.IPv4Network(big.address + "/24", strict=False)
     # the remaining static peers go straight into OVSDB (where peer-add stores them); the
@@ -317,7 +322,7 @@ def memory(profile: Any, big: Host, small: dict[str, Any] | None, first_peer: st
 
 # -- flows and ports ---------------------------------------------------------------------------
 
-def _count_flows(h: Host, bridge: str) -> dict[str, Any]:
+def _count_flows(h: LabHost, bridge: str) -> dict[str, Any]:
     out = h.run("ovs-ofctl", "-O", "OpenFlow15", "--no-stats", "--no-names", "dump-flows",
                 bridge).stdout
     total = ovsvnet_flows = learned = flood_outputs = 0
@@ -343,7 +348,7 @@ def _count_flows(h: Host, bridge: str) -> dict[str, Any]:
             "by_table": by_table, "flood_output_actions": flood_outputs}
 
 
-def _count_ports(h: Host) -> dict[str, int]:
+def _count_ports(h: LabHost) -> dict[str, int]:
     bridges = vsctl_json_rows(h, "--columns=name,ports,external_ids", "list", "Bridge")
     roles: dict[str, int] = {}
     total = 0

@@ -26,22 +26,27 @@ import signal
 import time
 from typing import Any
 
-from ovsvnet import flows
-from ovsvnet.sandbox import Host, Lab, LabError, wait_until
-
 from bench.common import (
-    Agents, PingStream, ovsvnet, ping_ok, send_garp, summarize, tunnel_addrs,
+    Agents,
+    PingStream,
+    ovsvnet,
+    ping_ok,
+    send_garp,
+    summarize,
+    tunnel_addrs,
 )
+from ovsvnet import flows
+from ovsvnet.lab import Lab, LabError, LabHost, wait_until
 
 CANARY_INTERVAL = 2.0  # ovsvnet.agent.AgentOptions.canary_interval (no CLI option)
 
 
-def _mesh(hosts: list[Host]) -> bool:
+def _mesh(hosts: list[LabHost]) -> bool:
     want = {h.address for h in hosts}
     return all(tunnel_addrs(h) >= want - {h.address} for h in hosts)
 
 
-def _gone_from(others: list[Host], h: Host) -> bool:
+def _gone_from(others: list[LabHost], h: LabHost) -> bool:
     return all(h.address not in tunnel_addrs(o) for o in others)
 
 
@@ -134,7 +139,7 @@ def run(profile: Any, log: Any) -> dict[str, Any]:
             mig, mig_timeouts = [], 0
             window = 10.0
             last = 0.0
-            for i in range(reps):
+            for _ in range(reps):
                 time.sleep(max(0.0, last + spacing - time.time()))
                 target = "h2" if lab.guest("a3").host == "h3" else "h3"
                 a3 = lab.move_guest("a3", target)

@@ -26,11 +26,17 @@ import json
 import time
 from typing import Any
 
-from ovsvnet.sandbox import Host, Lab, LabError, PlainHost
-
 from bench.common import (
-    iperf, ns_run, ovsvnet, percentile, ping_ok, ping_rtts, ratio, summarize,
+    iperf,
+    ns_run,
+    ovsvnet,
+    percentile,
+    ping_ok,
+    ping_rtts,
+    ratio,
+    summarize,
 )
+from ovsvnet.lab import Lab, LabError, LabHost, PlainHost
 
 CONFIGS = {
     "ovsvnet": "ovsvnet (vnet 97, static peers)",
@@ -65,7 +71,7 @@ def _kernel_guest(lab: Lab, k: PlainHost, remote: PlainHost, name: str, ip: str,
     return gns
 
 
-def _hand_ovs(h: Host, remote: Host) -> None:
+def _hand_ovs(h: LabHost, remote: LabHost) -> None:
     h.vsctl("add-br", "br-int", "--", "set", "Bridge", "br-int", "datapath_type=netdev",
             "fail_mode=secure",
             "--", "add-port", "br-int", "vx0",
@@ -99,7 +105,7 @@ def build(lab: Lab) -> dict[str, Any]:
 
     u1, u2 = lab.add_plain_host("u1", "s1"), lab.add_plain_host("u2", "s1")
 
-    def pids(*hosts: Host) -> list[int]:
+    def pids(*hosts: LabHost) -> list[int]:
         return [p for p in (h.vswitchd_pid() for h in hosts) if p]
 
     pairs = {

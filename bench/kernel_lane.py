@@ -29,8 +29,9 @@ from typing import Any
 
 from bench.common import iperf, ns_run, ping_ok, ratio, summarize
 from bench.dataplane import _kernel_guest
-from ovsvnet.lab_ipsec import LabIpsec, usable
-from ovsvnet.sandbox import Lab, LabError, wait_until
+from ovsvnet.errors import WaitTimeout
+from ovsvnet.lab import Lab, LabError, wait_until
+from ovsvnet.lab.strongswan import LabIpsec, usable
 
 LEVEL_IDS = {"none": 0x97, "auth": 0x98, "conf": 0x99}
 
@@ -109,7 +110,7 @@ def run(seconds: float, reps: int) -> dict[str, Any]:
             for ip in started:
                 try:
                     ip.stop()
-                except Exception as err:  # noqa: BLE001 - the lab still goes down
+                except Exception as err:
                     _log(f"KL throughput: stopping {ip}: {err}")
     stats = {name: summarize(v) for name, v in runs.items()}
     result: dict[str, Any] = {
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         result = run(args.seconds, args.reps)
-    except LabError as err:
+    except (LabError, WaitTimeout) as err:
         print(f"kernel lane throughput: {err}", file=sys.stderr)
         return 1
     try:

@@ -19,9 +19,8 @@ import json
 import sys
 import time
 
-from ovsvnet.sandbox import Lab, have_root_and_ovs
-
 from bench.common import PingStream, ovsvnet, ping_ok, send_garp, summarize
+from ovsvnet.lab import Lab, have_root_and_ovs
 
 
 def main(argv: list[str] | None = None) -> int:

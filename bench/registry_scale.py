@@ -23,18 +23,18 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
-
-from ovsvnet import registry as R
-from ovsvnet.config import VnetConfig
-from ovsvnet.registry_client import RegistryClient, create_many
-from ovsvnet.registry_lab import RegistryCluster
-from ovsvnet.registry_server import pid as member_pid
-from ovsvnet.sandbox import Host, Lab, wait_until
-from ovsvnet.vnetid import VnetId
+from typing import Any
 
 from bench.common import Agents, cpu_seconds, rss_kib, summarize, tunnel_addrs
+from ovsvnet.config import VnetConfig
+from ovsvnet.lab import Lab, LabHost, wait_until
+from ovsvnet.lab.registry import RegistryCluster
+from ovsvnet.registry import model as R
+from ovsvnet.registry.client import RegistryClient, create_many
+from ovsvnet.registry.server import pid as member_pid
+from ovsvnet.vnetid import VnetId
 
 H1_VNETS = 10  # vnets scoped to the real agent (each also to 2 simulated chassis)
 SCOPE = 3  # chassis per vnet
@@ -61,7 +61,7 @@ def _populate(client: RegistryClient, h1: str, n_chassis: int, n_vnets: int) -> 
 
     def build(txn: Any) -> None:
         for vid, scope in scopes.items():
-            row = txn.insert(client.idl.tables["Vnet"])
+            row = client.db.insert(txn, "Vnet")
             for col, value in R.RegistryVnet(VnetConfig.build(vid), scope).to_row().items():
                 setattr(row, col, value)
         carried: dict[str, set[str]] = {s: set() for s in sims}
@@ -69,7 +69,7 @@ def _populate(client: RegistryClient, h1: str, n_chassis: int, n_vnets: int) -> 
             for name in scope:
                 carried.setdefault(name, set()).add(vid.canonical)
         for i, name in enumerate(sims):
-            row = txn.insert(client.idl.tables["Chassis"])
+            row = client.db.insert(txn, "Chassis")
             info = R.ChassisInfo(name, _sim_address(i), vnets=frozenset(carried[name]),
                                  hostname=name, version="sim")
             for col, value in info.to_row().items():
@@ -80,7 +80,7 @@ def _populate(client: RegistryClient, h1: str, n_chassis: int, n_vnets: int) -> 
 
 def _applied(client: RegistryClient, name: str, cfg: int) -> Callable[[], bool]:
     def check() -> bool:
-        client.idl.run()
+        client.db.run()
         for row in client.rows("Chassis_Private"):
             if row.name == name:
                 return int(row.cfg) >= cfg
@@ -99,12 +99,12 @@ def _timed_change(client: RegistryClient, name: str,
     return time.monotonic() - t0
 
 
-def _bridge_exists(host: Host, bridge: str) -> Callable[[], bool]:
+def _bridge_exists(host: LabHost, bridge: str) -> Callable[[], bool]:
     return lambda: host.run("ovs-vsctl", f"--db={host.db}", "br-exists", bridge,
                             check=False).returncode == 0
 
 
-def _measure(lab: Lab, h1: Host, cluster: RegistryCluster, n: int, reps: int,
+def _measure(lab: Lab, h1: LabHost, cluster: RegistryCluster, n: int, reps: int,
              interval: float, log: Callable[[str], None]) -> dict[str, Any]:
     """Fill the registry with ``n`` chassis and ``n`` vnets (n=0: h1 + 1 vnet), start the
     agent, measure, stop it."""
@@ -142,28 +142,33 @@ def _measure(lab: Lab, h1: Host, cluster: RegistryCluster, n: int, reps: int,
         for r in range(reps):
             vid = _vid(50000 + r)
             cfg = VnetConfig.build(vid)
+            # the (simulated) chassis that carries it too is in its scope: a chassis cannot
+            # claim a vnet the registry scoped to others
+            scope = frozenset({h1.system_id, f"simnew{r}"})
             mine_changes.append(_timed_change(
                 client, h1.system_id,
-                lambda: create_many(client, [cfg], chassis=frozenset({h1.system_id})),
+                lambda cfg=cfg, scope=scope: create_many(client, [cfg], chassis=scope),
                 _bridge_exists(h1, cfg.bridge)))
             other = VnetConfig.build(_vid(60000 + r))
             foreign_changes.append(_timed_change(
                 client, h1.system_id,
-                lambda: create_many(client, [other], chassis=frozenset({"sim-nowhere"}))))
+                lambda other=other: create_many(client, [other],
+                                                chassis=frozenset({"sim-nowhere"}))))
             # a (simulated) chassis starts carrying vnet `vid`: h1 gets a tunnel to it
             address = _sim_address(90000 + r)
 
-            def add_peer() -> None:
+            def add_peer(r: int = r, address: str = address, vid: VnetId = vid) -> None:
                 def build(txn: Any) -> None:
-                    row = txn.insert(client.idl.tables["Chassis"])
+                    row = client.db.insert(txn, "Chassis")
                     info = R.ChassisInfo(f"simnew{r}", address,
                                          vnets=frozenset({vid.canonical}))
                     for col, value in info.to_row().items():
                         setattr(row, col, value)
                 client.transact(build)  # bumps next_cfg too, so "applied" is observable
 
-            peer_changes.append(_timed_change(client, h1.system_id, add_peer,
-                                              lambda: address in tunnel_addrs(h1)))
+            peer_changes.append(_timed_change(
+                client, h1.system_id, add_peer,
+                lambda address=address: address in tunnel_addrs(h1)))
         res["change_applied"] = summarize(mine_changes, 4)
         res["foreign_change_applied"] = summarize(foreign_changes, 4)
         res["peer_change_applied"] = summarize(peer_changes, 4)

@@ -1,7 +1,7 @@
 """Run the benchmarks: ``python -m bench.run [--quick] [--out DIR] [--only SECTIONS]``.
 
 Needs root and the Open vSwitch binaries (it builds labs of simulated hosts, see
-:mod:`ovsvnet.sandbox`). Writes ``results.json``, ``results.md`` (the tables of
+:mod:`ovsvnet.lab`). Writes ``results.json``, ``results.md`` (the tables of
 BENCHMARKS.md) and PNG plots to ``--out`` (default ``bench/results``).
 
 The full run takes about 20 minutes on 2 cores; ``--quick`` (under 3 minutes) runs every
@@ -18,13 +18,13 @@ import shutil
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
-
-from ovsvnet.sandbox import have_root_and_ovs
+from typing import Any
 
 from bench.common import loadavg, machine_info
+from ovsvnet.lab import have_root_and_ovs
 
 SECTIONS = ("dataplane", "controlplane", "convergence", "registry")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,10 @@ IFNAME_MAX = 14
 FIELDS = ("id", "bridge", "vnetif", "security")
 RESERVED_NAMES = ("br-vnet",)
 """Names ovsvnet uses for itself: ``br-vnet`` is the per-host transport bridge."""
+HOST_NAMES = ("lo", "ovs-system", "ovs-netdev")
+"""The host's own devices every Linux/OVS host has: never a vnet's bridge or vnetif."""
+MAX_FILE = 64 * 1024
+"""A vnet definition is a line; a file larger than this (or /dev/zero) is not one."""
 RESERVED_PREFIXES = ("vt-", "vp-", "vx-", "gn-", "gr-")
 """Prefixes of ovsvnet's own patch and tunnel ports; a user bridge named so would collide."""
 _PREFIX_USE = {
@@ -45,6 +50,9 @@ def validate_ifname(field: str, name: str) -> str:
         raise ConfigError(f"{field}: name is empty")
     if name in (".", ".."):
         raise ConfigError(f"{field}: {name!r} is not allowed as an interface name")
+    if name[0] in "-.":
+        raise ConfigError(f"{field}: {name!r} starts with {name[0]!r}; a name starts with a "
+                          "letter, a digit or '_' (it could be read as an option)")
     for c in name:
         if c in _FORBIDDEN or c.isspace():
             raise ConfigError(
@@ -60,12 +68,21 @@ def validate_ifname(field: str, name: str) -> str:
             raise ConfigError(
                 f"{field}: {name!r} contains non-ASCII character {c!r}; use printable ASCII"
             )
+    for c in name:
+        if not (c.isalnum() or c in "_.-"):
+            raise ConfigError(f"{field}: {name!r} contains {c!r}; use letters, digits, "
+                              "'_', '.' and '-'")
+    if field == "bridge" and "." in name:
+        raise ConfigError(f"{field}: {name!r} contains '.'; Xen's vif scripts read "
+                          "BRIDGE.VLAN as a VLAN on BRIDGE, so a bridge name has no '.'")
     if len(name) > IFNAME_MAX:
         raise ConfigError(
             f"{field}: {name!r} has {len(name)} characters; the limit is {IFNAME_MAX}"
         )
     if name in RESERVED_NAMES:
         raise ConfigError(f"{field}: {name!r} is reserved for ovsvnet's transport bridge")
+    if name in HOST_NAMES:
+        raise ConfigError(f"{field}: {name!r} is a device of every host, not a vnet's")
     for prefix in RESERVED_PREFIXES:
         if name.startswith(prefix):
             raise ConfigError(
@@ -136,10 +153,17 @@ class VnetConfig:
         """Read a config file; unreadable or non-UTF-8 files are ConfigErrors, not crashes."""
         name = os.fspath(path)
         try:
-            with open(name, "rb") as f:
-                data = f.read()
+            fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
         except OSError as e:
             raise ConfigError(f"cannot read {name}: {e.strerror or e}") from e
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise ConfigError(f"cannot read {name}: not a regular file")
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(MAX_FILE + 1)
+        if len(data) > MAX_FILE:
+            raise ConfigError(f"cannot read {name}: larger than {MAX_FILE} bytes; a vnet "
+                              "definition is one expression")
         try:
             text = data.decode("utf-8-sig")
         except UnicodeDecodeError as e:
@@ -206,11 +230,11 @@ def _from_tree(tree: Node, source: str) -> VnetConfig:
         "vnetif": lambda v: validate_ifname("vnetif", v),
         "security": validate_security,
     }
-    for name, value in values.items():
+    for field_name, atom in values.items():
         try:
-            checks[name](str(value))
+            checks[field_name](str(atom))
         except ConfigError as e:
-            raise fail(str(e), value) from e
+            raise fail(str(e), atom) from e
     try:
         return VnetConfig.build(
             id=str(values["id"]),

@@ -52,10 +52,12 @@ class OvsUnreachableError(OvsvnetError):
     exit_code = 5
 
 
-class UnsupportedError(OvsvnetError):
-    """This host cannot do what was asked (for example IPsec on the userspace datapath). Exit 6."""
+class CommandError(OvsvnetError):
+    """A program ovsvnet runs (ovs-ofctl, ip, ovsdb-tool, ...) is missing, hung or failed."""
 
-    exit_code = 6
+
+class WaitTimeout(OvsvnetError):
+    """Something ovsvnet waited for did not happen in time."""
 
 
 EXIT_CODES: dict[int, str] = {
@@ -65,5 +67,4 @@ EXIT_CODES: dict[int, str] = {
     3: "conflict: the vnet, bridge or peer already exists or is in use",
     4: "not found: no such vnet, peer or lab host",
     5: "Open vSwitch unreachable: ovsdb-server or ovs-vswitchd not running",
-    6: "unsupported on this host (datapath, IPsec)",
 }

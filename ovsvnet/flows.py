@@ -16,7 +16,13 @@ peer, ``options:key=flow``). Its pipeline, after Neutron's br-tun:
                           tunnel's security level (0 none/VXLAN, 1 auth/Geneve,
                           2 conf/GRE; see ovsvnet.ipsec), goto 10
                           anything else: drop
-    table 10 FROM_TUNNEL  tun_id=K, reg0=level of K (a frame for a vnet only counts when it
+    table 10 FROM_TUNNEL  in_port=P, tun_id=K for each vnet K that peer P carries, through
+                          P's tunnel of K's level: goto 15. Isolation at tunnel entry: a
+                          peer can only put frames into the vnets it carries (a static peer
+                          carries all), never into another local vnet of the same level.
+                          multicast source MAC, unknown key, or a peer that does not carry
+                          K: drop
+    table 15 INTO_VNET    tun_id=K, reg0=level of K (a frame for a vnet only counts when it
                           came through a tunnel of that vnet's level: an auth/conf vnet
                           never accepts a frame from the clear VXLAN tunnel, and a none
                           vnet never one from an IPsec tunnel):
@@ -26,7 +32,6 @@ peer, ``options:key=flow``). Its pipeline, after Neutron's br-tun:
                           tun_id=K and a broadcast ARP or a RARP (what a guest sends when
                           it arrives after a migration): also learn a *locked* entry
                           (priority 110, hard timeout MOVE_LOCK seconds), see below
-                          multicast source MAC, or unknown key: drop
     table 20 FROM_VNET    multicast/broadcast dst: goto 40; unicast: goto 30
     table 30 UNICAST      learned (tun_id, dst MAC) -> output:that tunnel; else goto 40
     table 40 FLOOD        tun_id=K -> output to every peer carrying K, through the tunnel
@@ -44,8 +49,9 @@ the ordinary one for MOVE_LOCK seconds, long enough for ordinary traffic from th
 to relearn the ordinary entry for good. It is the same idea as OVS's own gratuitous-ARP lock
 in its MAC learning table (which applies only to bonds).
 
-The flow count grows as vnets + peers (never vnets x peers): ingress is checked per peer in
-table 0 and per key in table 10; only the flood action lists name several ports.
+The flow count grows as vnets + peers + the (peer, vnet) pairs that are really carried
+(never all vnets x all peers): ingress is checked per peer in table 0, per carried pair in
+table 10 and per key in table 15; the flood action lists name the same pairs.
 
 Cookies: every flow carries ``0x6f76`` ("ov") in its top 16 bits, then a kind byte, then the
 vnet key in the low 24 bits, e.g. ``0x6f76020000000097`` = a static flow of vnet 0x97 and
@@ -70,13 +76,9 @@ KIND_NAMES = {
 }
 #: Mask selecting magic + kind: ``cookie=<c>/KIND_MASK`` matches one kind of flow.
 KIND_MASK = 0xFFFF_FF00_0000_0000
-MAGIC_MASK = 0xFFFF_0000_0000_0000
 
-T_CLASSIFY, T_FROM_TUNNEL, T_FROM_VNET, T_UNICAST, T_FLOOD, T_CANARY = 0, 10, 20, 30, 40, 200
-TABLE_NAMES = {
-    T_CLASSIFY: "classify", T_FROM_TUNNEL: "from-tunnel", T_FROM_VNET: "from-vnet",
-    T_UNICAST: "unicast", T_FLOOD: "flood", T_CANARY: "canary",
-}
+T_CLASSIFY, T_FROM_TUNNEL, T_INTO_VNET, T_FROM_VNET = 0, 10, 15, 20
+T_UNICAST, T_FLOOD, T_CANARY = 30, 40, 200
 
 #: Seconds a learned remote MAC lives without traffic. Longer than Linux's ARP cache
 #: (reachable 15-45 s, then stale until gc after 60 s), so a quiet guest is not flooded for
@@ -140,7 +142,8 @@ class Flow:
         Used only as a shortcut: when it does not match, the diff-flows comparison decides."""
         table = f"table={self.table}, " if self.table else ""
         match = f",{self.match}" if self.match else ""
-        return f"cookie={self.cookie:#x}, {table}priority={self.priority}{match} actions={self.actions}"
+        return (f"cookie={self.cookie:#x}, {table}priority={self.priority}{match} "
+                f"actions={self.actions}")
 
 
 @dataclass(frozen=True)
@@ -200,7 +203,9 @@ def transport_flows(vnets: list[VnetPort], tunnels: list[TunnelPort],
         Flow(T_CLASSIFY, 0, "", "drop", base, "not from a vnet nor from a known peer"),
         Flow(T_FROM_TUNNEL, 200, f"dl_src={MULTICAST_MAC}", "drop", base,
              "a multicast source MAC is never valid; do not learn it"),
-        Flow(T_FROM_TUNNEL, 0, "", "drop", base, "a key no local vnet uses"),
+        Flow(T_FROM_TUNNEL, 0, "", "drop", base,
+             "a key no local vnet uses, or a peer that does not carry it"),
+        Flow(T_INTO_VNET, 0, "", "drop", base, "not admitted by table 10"),
         Flow(T_FROM_VNET, 10, f"dl_dst={MULTICAST_MAC}", f"goto_table:{T_FLOOD}", base,
              "broadcast and multicast are flooded"),
         Flow(T_FROM_VNET, 0, "", f"goto_table:{T_UNICAST}", base, "unicast: look up"),
@@ -222,19 +227,25 @@ def transport_flows(vnets: list[VnetPort], tunnels: list[TunnelPort],
             T_CLASSIFY, 100, f"in_port={vnet.patch_ofport}",
             f"set_field:{vnet.key:#x}->tun_id,goto_table:{T_FROM_VNET}", c,
             f"from vnet key {vnet.key:#x}: tag with its key"))
+        carriers = [t for t in sorted(tunnels, key=lambda t: t.ofport)
+                    if t.carries(vnet.key) and t.level == vnet.level]
+        for t in carriers:
+            flows.append(Flow(
+                T_FROM_TUNNEL, 100, f"in_port={t.ofport},tun_id={vnet.key:#x}",
+                f"goto_table:{T_INTO_VNET}", c,
+                f"peer {t.address} carries vnet key {vnet.key:#x}: admitted"))
         into = f"tun_id={vnet.key:#x},reg0={vnet.level}"
         flows.append(Flow(
-            T_FROM_TUNNEL, 100, into,
+            T_INTO_VNET, 100, into,
             f"{learn_action(vnet.key, idle_timeout)},output:{vnet.patch_ofport}", c,
             f"into vnet key {vnet.key:#x}: learn the sender, deliver locally only"))
         for announcement in ANNOUNCEMENTS:
             flows.append(Flow(
-                T_FROM_TUNNEL, 150, f"{into},{announcement}",
+                T_INTO_VNET, 150, f"{into},{announcement}",
                 f"{learn_action(vnet.key, idle_timeout)},{lock_action(vnet.key)},"
                 f"output:{vnet.patch_ofport}", c,
                 f"into vnet key {vnet.key:#x}: an announcement; learn and lock the sender"))
-        outputs = [f"output:{t.ofport}" for t in sorted(tunnels, key=lambda t: t.ofport)
-                   if t.carries(vnet.key) and t.level == vnet.level]
+        outputs = [f"output:{t.ofport}" for t in carriers]
         if outputs:
             flows.append(Flow(
                 T_FLOOD, 100, f"tun_id={vnet.key:#x}", ",".join(outputs), c,

@@ -1,144 +1,38 @@
 """Security levels on the wire: tunnel types, IPsec options, keys, MTU cost, host support.
 
-Everything here is a pure mapping from a vnet's security level (``none`` | ``auth`` |
-``conf``) to what ovsvnet writes into OVSDB for ``ovs-monitor-ipsec`` (OVS >= 3.0) to turn into
-strongSwan/Libreswan configuration. The only I/O is in the explicit helpers that read a
-secret or certificate file (:func:`read_secret`, :func:`load_certificates`) and the one
-function that observes the host (:func:`gather_facts`).
+A pure mapping from a vnet's security level (``none`` | ``auth`` | ``conf``) to what ovsvnet
+writes into OVSDB for ``ovs-monitor-ipsec`` (OVS >= 3.0) to turn into strongSwan/Libreswan
+configuration: ``none`` = VXLAN (never under an IPsec policy), ``auth`` = Geneve + ESP
+null/HMAC, ``conf`` = GRE + ESP AES. One tunnel port per (peer, level), because the
+monitor's selectors depend on the tunnel type only, so each level must own a type. Keys
+are never hard-wired: a PSK per host pair derived from a shared secret, or certificates.
+Why each choice was made (selectors, plaintext shunts, MTU arithmetic, the arming gate):
+docs/design/ipsec.md. Reading key files: :mod:`ovsvnet.system.keyfiles`; observing the
+host: :mod:`ovsvnet.system.kernel`; kernel policies: :mod:`ovsvnet.system.xfrm`.
 
-Level -> tunnel type (why three types)
---------------------------------------
-``ovs-monitor-ipsec`` 3.1 builds each tunnel's IPsec policy from the tunnel *type* and the
-remote address only, with selectors hard-coded per type (``options:dst_port`` and the key are
-never read; see research/ipsec.md section 3)::
-
-    gre     one conn   leftprotoport=gre       rightprotoport=gre
-    geneve  "-in"      leftprotoport=udp/6081  rightprotoport=udp
-            "-out"     leftprotoport=udp       rightprotoport=udp/6081
-    vxlan   "-in"      leftprotoport=udp/4789  rightprotoport=udp
-            "-out"     leftprotoport=udp       rightprotoport=udp/4789
-
-So between two hosts each tunnel type can carry at most one security level, and a level
-must own a type outright. ovsvnet uses one tunnel port per (peer, level), ``key=flow``:
-
-=======  ===========  ============  ===========================================================
-level    type         port name     why
-=======  ===========  ============  ===========================================================
-none     VXLAN 4789   ``vx-<hex>``  no IPsec option at all, so the monitor writes no conn and no
-                                    policy covers udp/4789: a ``none`` vnet is never swept into
-                                    an encrypted (or dropped) policy. VXLAN also keeps talking
-                                    to plain kernel-VXLAN peers (the original's wire format).
-auth     Geneve 6081  ``gn-<hex>``  ESP null + HMAC. Its two udp/6081 conns cannot match VXLAN
-                                    packets (dport 4789, sport from ip_local_port_range, which
-                                    excludes 6081 unless an admin widens it below 6082).
-conf     GRE (key)    ``gr-<hex>``  ESP AES. GRE's selector is the protocol itself: every GRE
-                                    packet between the pair is covered, in both directions,
-                                    with no port games; the monitor's plaintext shunt for GRE
-                                    also covers both directions (the UDP shunts only match the
-                                    local port, see "Plaintext" below). Geneve was the type with
-                                    the known IPsec plaintext leak (CVE-2020-25645), so the
-                                    level whose promise is secrecy gets GRE.
-=======  ===========  ============  ===========================================================
-
-STT is not an option (out-of-tree kernel module, removed in OVS 3.6), so two secure levels
-need one UDP type; GRE goes to the stronger promise. Costs of the choice: ovsvnet claims all
-GRE and all udp/6081 traffic *between hosts that share a secure vnet* (another GRE tunnel or
-an OVN Geneve tunnel between the same two hosts would be swept into these SAs), and a peer's
-custom UDP port can only apply to the ``none`` tunnel (:func:`tunnel_spec` refuses it for
-``auth``/``conf``: the monitor would still write udp/6081 selectors and the moved tunnel
-would go out in clear).
-
-ESP proposals: ``auth`` = ``null-<hmac>`` (integrity only; SHA-256-128 by default, the
-original's HMAC-SHA1-96 as ``sha1``), ``conf`` = AES (AES-128-GCM by default, the original's
-AES-128-CBC + HMAC-SHA1-96 as ``aes128-sha1``), each with a PFS group for rekeys. They go into
-``options:ipsec_esp`` (and ``ipsec_ike`` when set), which the monitor copies into every conn
-of the tunnel, overriding its ``%default`` of ``aes256gcm16-modp2048``.
-
-Keys
-----
-No key is hard-wired. PSK mode: one pre-shared key per *pair of hosts*
-(:func:`derive_psk`: HKDF-SHA256 over the sorted pair of tunnel addresses, keyed by a secret
-file every host shares), so both ends derive the same key without any exchange, and the
-``auth`` and ``conf`` tunnels to one peer carry the same key (strongSwan/Libreswan pick the
-secret by peer address, one per peer). Certificate mode: CA cert + host cert + key in the
-Open_vSwitch row, the peer's certificate CN in ``options:remote_name``.
-
-Plaintext: ``other_config:ipsec_skb_mark`` and ``options:egress_pkt_mark``
----------------------------------------------------------------------------
-ovs-vswitchd can forward into a new tunnel before the monitor and the IKE daemon have
-installed its policy, and then packets leave in clear (howto "Plaintext Policies"). With
-``ipsec_skb_mark=value/mask`` the monitor adds ``type=drop`` conns (``mark=value/mask``) per
-tunnel protocol, dropping tunnel packets that leave *unencrypted* while carrying that mark.
-ovsvnet sets :data:`SKB_MARK` = ``1/1`` and ``options:egress_pkt_mark=1`` on every ``auth``/
-``conf`` tunnel port (ovs-vswitchd sets that mark on everything the port encapsulates): only
-secure tunnels are marked, so ``none`` tunnels and tunnels that are not ovsvnet's (mark 0) are
-untouched, whereas ``0/1`` would drop every unmarked tunnel packet on the host. Limits (seen
-in the kernel lane, docs/security.md): the shunt conns have only ``leftprotoport``, i.e. the
-*local* port, so for Geneve they become ``dir out ... sport 6081`` and miss the usual outgoing
-packets (dport 6081); for GRE they catch everything. And they are charon's policies: stopping
-charon removes them with every ESP policy. Hence two defences of ovsvnet's own:
-:mod:`ovsvnet.xfrm_guard` (block policies for marked ``dir out`` udp/6081 and GRE, at a lower
-precedence than charon's, that survive charon) and the flow gate below: a secure tunnel is
-only used while its own kernel policies are present (:func:`policies_installed`).
-
-Flow-level enforcement (for :mod:`ovsvnet.flows`)
--------------------------------------------------
-An ``auth``/``conf`` vnet accepts frames only from its protected tunnel type, never from the
-clear one, and sends only through it. With :data:`LEVEL_CODES` ``{"none": 0, "auth": 1,
-"conf": 2}`` (level of a tunnel port: :func:`interface_level`; of a vnet: its config)::
-
-    table 0   in_port=<tunnel P of level L>,tun_src=<P>   -> set_field:L->reg0, goto 10
-              in_port=<patch of vnet K, level L>          -> set_field:K->tun_id,
-                                                             set_field:L->reg0, goto 20
-    table 10  tun_id=K,reg0=<level of K>                  -> learn(...), output:<patch K>
-              (priority 0 drop: unknown key, *or a secure key arriving on a weaker port*)
-    table 40  tun_id=K -> output to the level-of-K tunnel of each peer carrying K, only
-    table 30  learned flows output to the port the MAC was learned on, which table 10 only
-              accepts from the right level, so unicast inherits the rule.
-
-A secure tunnel port is *armed* (gets its table-0 and flood entries) only when
-:func:`support` is ok, ovsvnet's xfrm guard is in place and :func:`policies_installed` sees
-its kernel policies (:func:`ovsvnet.ops.secure_arming`; every ``sync`` and, in the agent,
-every ``canary_interval``); an unarmed port's frames hit the table-0 drop, nothing is sent to
-it and MACs learned on it are pruned. Optional defence in depth:
-``load:1->NXM_NX_PKT_MARK[0]`` in the table-0 flow of secure vnets' patch ports, so a secure
-frame that a bug sent to a VXLAN port would carry the mark the shunt drops on.
-
-Host support
-------------
-IPsec needs the kernel datapath (``datapath_type=system``): netdev tunnels are encapsulated
-in userspace and never pass through the kernel's XFRM (research/ipsec.md section 4), plus
-kernel ESP (esp4/esp6 built in, loaded or loadable) and a running ``ovs-monitor-ipsec``.
-:func:`support` names each missing piece; a host without it keeps ``auth``/``conf`` vnets local
-and inactive, never in clear.
+Long on purpose: the level table, the ESP proposals, the per-pair keys and the MTU cost
+are one contract with ovs-monitor-ipsec and are read (and changed) together.
 """
 
 from __future__ import annotations
 
 import base64
-import gzip
 import hashlib
 import hmac
 import ipaddress
-import os
 import re
-import stat
-import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ovsvnet.errors import ConfigError
 
 __all__ = [
     "LEVELS", "LEVEL_CODES", "LevelMap", "MAPPING", "SKB_MARK", "EGRESS_PKT_MARK",
     "OTHER_CONFIG_KEYS", "Algorithms", "PskCredentials", "CertCredentials", "Credentials",
-    "tunnel_type", "port_name", "interface_level", "conn_names", "tunnel_spec",
-    "open_vswitch_other_config", "credentials_from_settings", "derive_psk", "read_secret",
-    "check_private_file",
-    "certificate_cn", "load_certificates", "redact", "esp_overhead", "encap_overhead",
-    "level_overhead", "vnet_mtu", "selector_covers", "levels_covering", "Support", "support",
-    "gather_facts", "host_support", "policies_installed", "policy_blocks", "MONITOR_PIDFILE",
+    "mapping", "parse_address", "tunnel_type", "port_name", "interface_level", "conn_names",
+    "tunnel_spec", "open_vswitch_other_config", "derive_psk", "redact", "esp_overhead",
+    "encap_overhead", "level_overhead", "vnet_mtu", "selector_covers", "levels_covering",
+    "Support", "support",
 ]
 
 LEVELS = ("none", "auth", "conf")
@@ -156,9 +50,11 @@ EGRESS_PKT_MARK = "1"
 #: tunnels invalid while ``certificate``/``private_key``/``ca_cert`` are set).
 OTHER_CONFIG_KEYS = ("ipsec_skb_mark", "certificate", "private_key", "ca_cert")
 
-MONITOR_PIDFILE = "ovs-monitor-ipsec.pid"
+#: What a certificate name (CN) may be: it goes into the IKE daemon's configuration
+#: unquoted (``rightid=``), and a chassis's CN is its registry identity.
+CERT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 PSK_SALT = b"ovsvnet ipsec psk v1"
-MIN_SECRET_BYTES = 16
+MIN_SECRET_BYTES = 32
 REDACTED = "<redacted>"
 
 
@@ -199,7 +95,7 @@ MAPPING: dict[str, LevelMap] = {
 }
 
 
-def _level(level: str) -> LevelMap:
+def mapping(level: str) -> LevelMap:
     try:
         return MAPPING[level]
     except KeyError:
@@ -207,15 +103,15 @@ def _level(level: str) -> LevelMap:
 
 
 def tunnel_type(level: str) -> str:
-    return _level(level).tunnel_type
+    return mapping(level).tunnel_type
 
 
 def port_name(level: str, address: str) -> str:
     """``vx-``/``gn-``/``gr-`` + the IPv4 address in hex (11 chars), or a 12-hex digest of
     an IPv6 address (15 chars, the interface name limit). ``vx-`` matches
     :func:`ovsvnet.model.tunnel_port_name`, so existing ``none`` tunnels keep their names."""
-    prefix = _level(level).prefix
-    ip = _address("peer", address)
+    prefix = mapping(level).prefix
+    ip = parse_address("peer", address)
     if ip.version == 4:
         return f"{prefix}{int(ip):08x}"
     return prefix + hashlib.sha1(ip.packed).hexdigest()[:12]
@@ -236,7 +132,7 @@ def interface_level(itype: str, options: Mapping[str, str]) -> str | None:
 
 def conn_names(level: str, port: str, version: int = 1) -> tuple[str, ...]:
     """The conn names ovs-monitor-ipsec writes for a tunnel port (none for ``none``)."""
-    m = _level(level)
+    m = mapping(level)
     if not m.ipsec:
         return ()
     return tuple(f"{port}-{s}-{version}" if s else f"{port}-{version}" for s in m.conn_suffixes)
@@ -374,7 +270,7 @@ class Algorithms:
         return cls(**kwargs)  # type: ignore[arg-type]
 
     def suite(self, level: str) -> _Suite | None:
-        if _level(level).level == "auth":
+        if mapping(level).level == "auth":
             return AUTH_SUITES[self.auth]
         if level == "conf":
             return CONF_SUITES[self.conf]
@@ -433,7 +329,7 @@ class CertCredentials:
 Credentials = PskCredentials | CertCredentials
 
 
-def _address(what: str, text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+def parse_address(what: str, text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     try:
         return ipaddress.ip_address(text)
     except ValueError:
@@ -463,7 +359,7 @@ def derive_psk(secret: bytes, a: str, b: str) -> str:
     """
     if not isinstance(secret, (bytes, bytearray)) or not secret:
         raise ConfigError("ipsec secret: empty")
-    ips = sorted((_address("tunnel address", a), _address("tunnel address", b)),
+    ips = sorted((parse_address("tunnel address", a), parse_address("tunnel address", b)),
                  key=lambda ip: (ip.version, ip.packed))
     if ips[0] == ips[1]:
         raise ConfigError(f"ipsec: a host cannot have a key with itself ({ips[0]})")
@@ -472,102 +368,12 @@ def derive_psk(secret: bytes, a: str, b: str) -> str:
     return base64.urlsafe_b64encode(key).rstrip(b"=").decode("ascii")
 
 
-def check_private_file(path: str | os.PathLike[str], what: str) -> os.stat_result:
-    """Refuse a key/secret file that is missing, not a regular file, or open to others."""
-    p = Path(path)
-    try:
-        st = p.stat()
-    except FileNotFoundError:
-        raise ConfigError(f"{what}: {p} does not exist") from None
-    except PermissionError:
-        raise ConfigError(f"{what}: {p} cannot be read (permission denied)") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise ConfigError(f"{what}: {p} is not a regular file")
-    mode = stat.S_IMODE(st.st_mode)
-    if mode & 0o077:
-        who = "group and others" if mode & 0o070 and mode & 0o007 else (
-            "its group" if mode & 0o070 else "others")
-        raise ConfigError(f"{what}: {p} is accessible by {who} (mode {mode:04o}); "
-                          f"run: chmod 600 {p}")
-    if st.st_uid not in (0, os.geteuid()):
-        raise ConfigError(f"{what}: {p} is owned by uid {st.st_uid}, not by root or by "
-                          f"uid {os.geteuid()}; run: chown root {p}")
-    return st
-
-
-def read_secret(path: str | os.PathLike[str]) -> bytes:
-    """The shared secret from a file readable by its owner only (trailing newline dropped)."""
-    check_private_file(path, "ipsec secret file")
-    data = Path(path).read_bytes().rstrip(b"\r\n")
-    PskCredentials(data)  # length check, with its message
-    return data
-
-
-_CN_RE = re.compile(r"CN=(.+?),")  # exactly ovs-monitor-ipsec's _get_cn_from_cert
-
-
-def certificate_cn(path: str | os.PathLike[str]) -> str | None:
-    """The CN ovs-monitor-ipsec will take from a PEM certificate (same openssl command and
-    regex), or None when it would find none (e.g. a subject that is only ``CN=foo``)."""
-    try:
-        proc = subprocess.run(
-            ["openssl", "x509", "-noout", "-subject", "-nameopt", "RFC2253", "-in", str(path)],
-            capture_output=True, text=True, timeout=10, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ConfigError(f"certificate: cannot run openssl on {path}: {exc}") from None
-    if proc.returncode != 0:
-        raise ConfigError(f"certificate: {path} is not a PEM certificate: "
-                          f"{proc.stderr.strip().splitlines()[-1:] or ''}")
-    m = _CN_RE.search(proc.stdout.splitlines()[0] if proc.stdout else "")
-    return m.group(1) if m else None
-
-
-def load_certificates(ca_cert: str, certificate: str, private_key: str) -> CertCredentials:
-    """Validate certificate mode's three files and return them with this host's CN.
-
-    The private key must be readable by its owner only; the certificates must exist and the
-    host certificate must carry a CN the monitor can parse. strongSwan on Debian/Ubuntu
-    (AppArmor) can only read them under ``/etc/ipsec.d/`` (see docs/security.md).
-    """
-    for what, path in (("ca_cert", ca_cert), ("certificate", certificate)):
-        if not Path(path).is_file():
-            raise ConfigError(f"{what}: {path} does not exist or is not a file")
-    check_private_file(private_key, "private_key")
-    name = certificate_cn(certificate)
-    if not name:
-        raise ConfigError(
-            f"certificate: ovs-monitor-ipsec finds no CN in {certificate}: the subject needs "
-            "a CN followed by another field, e.g. 'CN=host1,OU=ovsvnet,O=example' in RFC 2253 "
-            "order (ovs-pki makes such certificates)")
-    return CertCredentials(ca_cert, certificate, private_key, name)
-
-
 #: Open_vSwitch ``external_ids`` keys :func:`credentials_from_settings` reads.
 SETTING_SECRET_FILE = "ovsvnet-ipsec-secret-file"
 SETTING_CA_CERT = "ovsvnet-ipsec-ca-cert"
 SETTING_CERTIFICATE = "ovsvnet-ipsec-certificate"
 SETTING_PRIVATE_KEY = "ovsvnet-ipsec-private-key"
 _CERT_SETTINGS = (SETTING_CA_CERT, SETTING_CERTIFICATE, SETTING_PRIVATE_KEY)
-
-
-def credentials_from_settings(settings: Mapping[str, str]) -> Credentials | None:
-    """The configured keys: a secret file (PSK mode), all three certificate paths
-    (certificate mode), or nothing (None: secure vnets cannot be active). Reads and checks
-    the files."""
-    secret = settings.get(SETTING_SECRET_FILE)
-    certs = {k: settings[k] for k in _CERT_SETTINGS if settings.get(k)}
-    if secret and certs:
-        raise ConfigError(f"ipsec: both {SETTING_SECRET_FILE} and certificates are "
-                          "configured; choose one")
-    if secret:
-        return PskCredentials(read_secret(secret))
-    if certs:
-        missing = [k for k in _CERT_SETTINGS if k not in certs]
-        if missing:
-            raise ConfigError(f"ipsec: certificate mode also needs {', '.join(missing)}")
-        return load_certificates(certs[SETTING_CA_CERT], certs[SETTING_CERTIFICATE],
-                                 certs[SETTING_PRIVATE_KEY])
-    return None
 
 
 def open_vswitch_other_config(credentials: Credentials | None,
@@ -597,11 +403,11 @@ def tunnel_spec(level: str, peer_address: str, local_ip: str | None,
     ``egress_pkt_mark``. ``dst_port`` is refused for secure levels: the monitor's selectors
     are fixed (udp/6081, gre), so a moved secure tunnel would leave in clear.
     """
-    m = _level(level)
-    peer = _address("peer", peer_address)
+    m = mapping(level)
+    peer = parse_address("peer", peer_address)
     options = {"remote_ip": str(peer), "key": "flow"}
     if local_ip:
-        local = _address("local_ip", local_ip)
+        local = parse_address("local_ip", local_ip)
         if local.version != peer.version:
             raise ConfigError(f"local_ip: {local} and peer {peer} are not the same IP version")
         if local == peer:
@@ -635,8 +441,9 @@ def tunnel_spec(level: str, peer_address: str, local_ip: str | None,
         if not remote_name:
             raise ConfigError(f"remote_name: certificate mode needs the CN of peer {peer}'s "
                               "certificate")
-        if any(c in remote_name for c in "\n\r\"'") or not remote_name.strip():
-            raise ConfigError(f"remote_name: {remote_name!r} is not a usable certificate name")
+        if not CERT_NAME_RE.fullmatch(remote_name):
+            raise ConfigError(f"remote_name: {remote_name!r} is not a usable certificate name "
+                              "(1-64 of A-Z a-z 0-9 . _ @ -, starting with a letter or digit)")
         options["remote_name"] = remote_name
     esp = algorithms.esp(level)
     assert esp is not None
@@ -667,7 +474,7 @@ ESP_TRAILER = 2  # pad length + next header
 def encap_overhead(level: str, ip_version: int = 4) -> int:
     """Bytes the tunnel adds in front of a guest frame's payload, counted against the
     underlay MTU: outer IP + tunnel headers + the inner Ethernet header."""
-    m = _level(level)
+    m = mapping(level)
     if ip_version not in (4, 6):
         raise ConfigError(f"ip version: {ip_version} is not 4 or 6")
     return m.encap_bytes_v4 if ip_version == 4 else m.encap_bytes_v6
@@ -714,8 +521,9 @@ def support(datapath_type: str, *, xfrm: bool, esp: bool, monitor_pid: int | Non
             ike_running: bool | None = None, esp_detail: str = "") -> Support:
     """Whether auth/conf vnets can cross the underlay on a host with these facts.
 
-    Pure: the facts come from :func:`gather_facts` (or a test). ``ike_running`` None means
-    "not checked". Every missing piece is named, in the order an admin would fix them.
+    Pure: the facts come from :func:`ovsvnet.system.kernel.ipsec_facts` (or a test).
+    ``ike_running`` None means "not checked". Every missing piece is named, in the order an
+    admin would fix them.
     """
     problems = []
     if datapath_type != "system":
@@ -739,124 +547,3 @@ def support(datapath_type: str, *, xfrm: bool, esp: bool, monitor_pid: int | Non
     detail = f"kernel datapath, kernel ESP{f' ({esp_detail})' if esp_detail else ''}, " \
              f"ovs-monitor-ipsec pid {monitor_pid}"
     return Support(True, "IPsec available: " + detail, ())
-
-
-def _pid_from(pidfile: Path, needle: str) -> int | None:
-    try:
-        pid = int(pidfile.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        status = Path(f"/proc/{pid}/status").read_text()
-    except (OSError, ValueError):
-        return None
-    state = re.search(r"^State:\s+(\S)", status, re.M)
-    if state and state.group(1) in ("Z", "X"):
-        return None
-    return pid if needle.encode() in cmdline else None
-
-
-def _kernel_config(release: str) -> str:
-    try:
-        return gzip.decompress(Path("/proc/config.gz").read_bytes()).decode(errors="replace")
-    except OSError:
-        pass
-    try:
-        return Path(f"/boot/config-{release}").read_text(errors="replace")
-    except OSError:
-        return ""
-
-
-def _esp_fact(ip_version: int = 4) -> tuple[bool, str]:
-    module = "esp4" if ip_version == 4 else "esp6"
-    option = "CONFIG_INET_ESP" if ip_version == 4 else "CONFIG_INET6_ESP"
-    if Path(f"/sys/module/{module}").exists():
-        return True, f"{module} loaded"
-    release = os.uname().release
-    m = re.search(rf"^{option}=([ym])$", _kernel_config(release), re.M)
-    if m and m.group(1) == "y":
-        return True, f"{module} built in"
-    moddir = Path("/lib/modules") / release
-    for listing, how in (("modules.builtin", "built in"), ("modules.dep", "loadable")):
-        try:
-            if f"/{module}.ko" in (moddir / listing).read_text(errors="replace"):
-                return True, f"{module} {how}"
-        except OSError:
-            continue
-    if m:  # =m but no modules installed for this kernel
-        return False, f"{option}=m but no {module}.ko under {moddir}"
-    return False, f"{option} is not set in kernel {release}"
-
-
-def gather_facts(rundir: str | os.PathLike[str], ip_version: int = 4) -> dict[str, object]:
-    """Observe this host (read-only): XFRM, ESP, ovs-monitor-ipsec's pidfile in ``rundir``,
-    the IKE daemon's pidfile. Returns keyword arguments for :func:`support`."""
-    esp, detail = _esp_fact(ip_version)
-    ike = None
-    for pidfile, needle in ((Path("/run/charon.pid"), "charon"),
-                            (Path("/run/pluto/pluto.pid"), "pluto")):
-        if pidfile.exists():
-            ike = bool(ike) or _pid_from(pidfile, needle) is not None
-    return {
-        "xfrm": Path("/proc/net/xfrm_stat").exists(),
-        "esp": esp,
-        "esp_detail": detail,
-        "monitor_pid": _pid_from(Path(rundir) / MONITOR_PIDFILE, "ovs-monitor-ipsec"),
-        "ike_running": ike,
-    }
-
-
-def host_support(datapath_type: str, rundir: str | os.PathLike[str]) -> Support:
-    """:func:`support` with the facts of this host (replaces ops.ipsec_unavailable_reason)."""
-    return support(datapath_type, **gather_facts(rundir))  # type: ignore[arg-type]
-
-
-# -- are a tunnel's kernel policies in place? ---------------------------------------------
-
-def policy_blocks(text: str) -> list[str]:
-    """``ip xfrm policy`` output, one line per policy (continuation lines joined)."""
-    blocks: list[str] = []
-    for line in text.splitlines():
-        if line.startswith("src "):
-            blocks.append(line.strip())
-        elif blocks and line[:1].isspace():
-            blocks[-1] += " " + line.strip()
-    return blocks
-
-
-def policies_installed(level: str, peer_address: str, xfrm_policy_text: str) -> bool:
-    """Whether ``ip xfrm policy`` output holds the ESP policies of the ``level`` tunnel to
-    a peer (outgoing and incoming, per conn): the condition to *arm* a secure tunnel.
-
-    Expected shapes (strongSwan, ``set_proto_port_transport_sa``)::
-
-        src A/32 dst B/32 proto udp dport 6081  dir out ... tmpl ... proto esp ... mode transport
-        src A/32 dst B/32 proto udp sport 6081  dir out ...
-        src B/32 dst A/32 proto udp sport 6081  dir in  ...   (and dport 6081)
-        src A/32 dst B/32 proto gre             dir out ...   src B/32 dst A/32 proto gre dir in
-
-    A ``none`` level needs no policy: always True.
-    """
-    m = _level(level)
-    if not m.ipsec:
-        return True
-    peer = _address("peer", peer_address)
-    host = f"{peer}/{32 if peer.version == 4 else 128}"
-    blocks = [b for b in policy_blocks(xfrm_policy_text)
-              if re.search(r"\bproto esp\b", b) and "mode transport" in b]
-
-    def has(direction: str, port_field: str | None) -> bool:
-        side = "dst" if direction == "out" else "src"
-        for b in blocks:
-            if not re.search(rf"\b{side} {re.escape(host)}(\s|$)", b):
-                continue
-            if not re.search(rf"\bdir {direction}\b", b):
-                continue
-            if not re.search(rf"^src \S+ dst \S+ proto {m.protocol}\b", b):
-                continue
-            if port_field and not re.search(rf"\b{port_field} {m.dst_port}\b", b):
-                continue
-            return True
-        return False
-
-    if m.dst_port is None:
-        return has("out", None) and has("in", None)
-    return all(has(d, f) for d in ("out", "in") for f in ("sport", "dport"))

@@ -29,7 +29,6 @@ Open_vSwitch ``ovsvnet-underlay-mtu`` underlay MTU, when not detected from the r
 
 from __future__ import annotations
 
-
 TRANSPORT_BRIDGE = "br-vnet"
 
 ROLE = "ovsvnet-role"

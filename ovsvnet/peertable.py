@@ -46,10 +46,30 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .announce import Announcement, Relayed
+from .announce import Announcement, Relayed, SequenceGenerator
 from .vnetid import VnetId
 
 DEFAULT_FORGET_AFTER = 600.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the table takes from the network at most (every refusal is counted).
+
+    ``max_hold``: a peer's hold time is capped to this (an attacker's 65535 s cannot keep a
+    ghost alive for 18 hours). ``max_peers``/``max_per_source``: peers in all, and peers
+    whose newest message came from one source address (a relay passes on a segment).
+    ``max_age_ms``/``max_ahead_ms``: a sequence number carries its sender's clock (see
+    :class:`ovsvnet.announce.SequenceGenerator`); one older or further ahead than this
+    against ours is refused, so a captured announcement cannot be replayed later, and one
+    dated in the far future cannot lock a host out. None turns a check off.
+    """
+
+    max_hold: int | None = None
+    max_peers: int = 1024
+    max_per_source: int = 256
+    max_age_ms: int | None = None
+    max_ahead_ms: int | None = None
 
 #: Always present in :attr:`PeerTable.counters`; decode drops add ``decode_<reason>``.
 COUNTERS = (
@@ -66,6 +86,13 @@ COUNTERS = (
     "expired",  # peers dropped after their hold time
     "left",  # peers removed by their LEAVE
     "incomplete",  # a seq superseded before all its parts arrived
+    "spoofed",  # a direct message whose claimed address is not where it came from
+    "too_old",  # its sequence number's clock is older than the freshness window
+    "future",  # its sequence number's clock is ahead of ours beyond the allowed skew
+    "peer_cap",  # a new peer refused: the table is full
+    "source_cap",  # a new peer refused: its source already brought too many
+    "hold_capped",  # a hold time lowered to the limit
+    "id_clash",  # someone else announces this host's own id
 )
 
 
@@ -122,6 +149,7 @@ class _Record:
     forwarded: set[int] = field(default_factory=set)
     on_segment: set[int] = field(default_factory=set)
     direct_src: str | None = None
+    last_src: str | None = None
     gone_at: float = 0.0
 
     def start(self, seq: int, parts: int) -> bool:
@@ -144,13 +172,19 @@ class PeerTable:
         now: float,
         static_peers: Iterable[str] = (),
         forget_after: float = DEFAULT_FORGET_AFTER,
+        limits: Limits | None = None,
+        own_addresses: Iterable[str] = (),
     ):
         self.self_id = self_id
         self.started = now
         self.forget_after = forget_after
+        self.limits = limits or Limits()
         self._static: frozenset[str] = frozenset(static_peers)
+        self._own: frozenset[str] = frozenset(own_addresses)
         self._records: dict[str, _Record] = {}
         self._counters: Counter[str] = Counter()
+        #: address -> when someone there last announced this host's own id
+        self.clashes: dict[str, float] = {}
 
     # ------------------------------------------------------------------ receiving
 
@@ -162,12 +196,14 @@ class PeerTable:
         static_peers: Iterable[str] | None = None,
         *,
         multicast: bool | None = None,
+        wall_ms: int | None = None,
     ) -> Verdict:
         """Apply one decoded message from ``src_addr``.
 
         ``static_peers`` (addresses), when given, replaces the configured set. ``multicast``
         says whether the datagram arrived on the group; the agent knows (the socket) and
         should say so. When None it is guessed: from a static peer means unicast.
+        ``wall_ms`` is this host's clock (ms since the epoch) for the freshness checks.
         """
         if static_peers is not None:
             self.set_static(static_peers)
@@ -175,14 +211,27 @@ class PeerTable:
         relay = msg.relay if isinstance(msg, Relayed) else None
         relayed = relay is not None
         ann = msg.announcement if isinstance(msg, Relayed) else msg
-        if self.self_id in (ann.origin, relay):
+        if relay == self.self_id or (ann.origin == self.self_id and (
+                not self._own or src_addr in self._own or ann.address in self._own)):
             return self._drop("own", ann.origin)  # our own, looped back by the group or a relay
+        if ann.origin == self.self_id:
+            self.clashes[ann.address] = now
+            return self._drop("id_clash", ann.origin)
+        if not relayed and ann.address != src_addr:
+            return self._drop("spoofed", ann.origin)
         by_multicast = src_addr not in self._static if multicast is None else multicast
         from_static = src_addr in self._static
         if relayed and not by_multicast and not from_static:
             return self._drop("stranger", ann.origin)
+        stale = self._stale_clock(ann.seq, wall_ms)
+        if stale:
+            return self._drop(stale, ann.origin)
 
         record = self._records.get(ann.origin)
+        if (record is None or record.peer is None) and not ann.leaving:
+            full = self._full(src_addr)
+            if full:
+                return self._drop(full, ann.origin)
         if record is not None and ann.seq < record.seq:
             return self._drop("stale", ann.origin)
         if record is not None and ann.seq == record.seq:
@@ -216,14 +265,18 @@ class PeerTable:
         """Fold a new (origin, seq, part) into the table; True if peers or vnets changed."""
         if record is None:
             record = self._records[ann.origin] = _Record(ann.seq, ann.parts)
-        elif ann.seq > record.seq:
-            if record.start(ann.seq, ann.parts):
-                self._counters["incomplete"] += 1
+        elif ann.seq > record.seq and record.start(ann.seq, ann.parts):
+            self._counters["incomplete"] += 1
         via = msg.relay if isinstance(msg, Relayed) else None
         if via is None:
             record.direct_src = src_addr
+        record.last_src = src_addr
         if ann.leaving:
             return self._bury(record, now, "left")
+        hold = ann.hold_time
+        if self.limits.max_hold is not None and hold > self.limits.max_hold:
+            hold = self.limits.max_hold
+            self._counters["hold_capped"] += 1
         before = self._fingerprint(record.peer)
         record.pending.update({ad.id: ad.security for ad in ann.vnets})
         if len(record.applied | {ann.part}) == record.parts:
@@ -232,11 +285,11 @@ class PeerTable:
         peer = record.peer
         if peer is None:
             peer = record.peer = Peer(
-                ann.origin, ann.address, ann.port, vnets, now, ann.hold_time, ann.seq, False, via
+                ann.origin, ann.address, ann.port, vnets, now, hold, ann.seq, False, via
             )
         else:
             peer.address, peer.port, peer.vnets = ann.address, ann.port, vnets
-            peer.last_seen, peer.hold_time, peer.seq, peer.via = now, ann.hold_time, ann.seq, via
+            peer.last_seen, peer.hold_time, peer.seq, peer.via = now, hold, ann.seq, via
         peer.static = self._is_static(record)
         return self._fingerprint(peer) != before
 
@@ -263,6 +316,27 @@ class PeerTable:
         self._counters["relayed"] += len(relay_to)
         self._counters["to_segment"] += int(to_segment)
         return Verdict(action, ann.origin, False, relay_to, to_segment)
+
+    def _stale_clock(self, seq: int, wall_ms: int | None) -> str | None:
+        """"too_old"/"future" when the sender's clock in ``seq`` is outside the window."""
+        if wall_ms is None:
+            return None
+        sent_ms = seq // SequenceGenerator.SCALE
+        lim = self.limits
+        if lim.max_ahead_ms is not None and sent_ms > wall_ms + lim.max_ahead_ms:
+            return "future"
+        if lim.max_age_ms is not None and sent_ms < wall_ms - lim.max_age_ms:
+            return "too_old"
+        return None
+
+    def _full(self, src_addr: str) -> str | None:
+        """Why a new peer cannot be taken in (None: it can)."""
+        live = [r for r in self._records.values() if r.peer is not None]
+        if len(live) >= self.limits.max_peers:
+            return "peer_cap"
+        if sum(1 for r in live if r.last_src == src_addr) >= self.limits.max_per_source:
+            return "source_cap"
+        return None
 
     def _drop(self, action: str, origin: str) -> Verdict:
         self._counters[action] += 1
@@ -291,6 +365,22 @@ class PeerTable:
         if existed:
             self._counters[why] += 1
         return existed
+
+    def set_own(self, addresses: Iterable[str]) -> None:
+        """This host's own tunnel addresses (an announcement of our id from elsewhere is a
+        clash, not our own echo)."""
+        self._own = frozenset(a for a in addresses if a)
+
+    def high_water(self) -> dict[str, int]:
+        """The newest sequence number seen per origin, to keep across a restart."""
+        return {origin: r.seq for origin, r in self._records.items()}
+
+    def remember(self, seqs: dict[str, int], now: float) -> None:
+        """Take the high-water marks of an earlier run: each origin's older announcements
+        stay stale (a replay after our restart is refused) until it announces anew."""
+        for origin, seq in seqs.items():
+            if origin not in self._records and isinstance(seq, int) and seq >= 0:
+                self._records[origin] = _Record(seq, 1, gone_at=now)
 
     def set_static(self, addresses: Iterable[str]) -> None:
         """Replace the configured static peer addresses (``vn peer-add``/``peer-delete``)."""

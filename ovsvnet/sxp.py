@@ -20,7 +20,6 @@ import string
 import unicodedata
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
-from typing import Union
 
 from .errors import SxpError
 
@@ -75,8 +74,8 @@ class SList(list["Node"]):
         self.column = column
 
 
-Node = Union[Atom, SList]
-SxpValue = Union[str, Sequence["SxpValue"]]
+Node = Atom | SList
+SxpValue = str | Sequence["SxpValue"]
 """What :func:`dumps` accepts: a string, or a list/tuple of such values."""
 
 

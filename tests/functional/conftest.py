@@ -7,14 +7,14 @@ from typing import Any
 
 import pytest
 
-from ovsvnet.sandbox import Lab, require_root
+from ovsvnet.lab import Lab
 
 
 @pytest.fixture
 def lab_factory() -> Iterator[Callable[..., Lab]]:
     """Make labs with ``lab_factory(**Lab kwargs)``; every one is torn down after the test,
-    also when it fails. Skips the test without root or Open vSwitch."""
-    require_root()
+    also when it fails. Tests using it are marked ``root`` (tests/conftest.py skips them
+    without root or Open vSwitch)."""
     labs: list[Lab] = []
 
     def make(**kwargs: Any) -> Lab:

@@ -1,12 +1,14 @@
-"""Shared checks for functional tests: database snapshots, flow dumps, frames on the wire."""
+"""Shared checks for functional tests: ovsvnet runs, database snapshots, flow dumps, frames on
+the wire."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import textwrap
 from typing import Any
 
-from ovsvnet.sandbox import Guest, Host
+from ovsvnet.lab import Guest, LabHost
 
 #: Columns that OVS updates by itself (counters, status, negotiated values); a snapshot
 #: without them changes only when someone changes the configuration.
@@ -20,7 +22,15 @@ VOLATILE = {
 }
 
 
-def db_snapshot(host: Host) -> dict[str, Any]:
+def ovsvnet(host: LabHost, *args: str, rc: int = 0,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``ovsvnet ARGS`` in the host's namespace; asserts its exit code is ``rc``."""
+    proc = host.ovsvnet(*args, check=False, timeout=timeout)
+    assert proc.returncode == rc, (host.name, args, proc.returncode, proc.stdout, proc.stderr)
+    return proc
+
+
+def db_snapshot(host: LabHost) -> dict[str, Any]:
     """The host's whole Open_vSwitch database without the columns OVS changes by itself."""
     out = host.run("ovsdb-client", "dump", "--format=json", host.db, "Open_vSwitch").stdout
     snapshot: dict[str, Any] = {}
@@ -36,7 +46,7 @@ def db_snapshot(host: Host) -> dict[str, Any]:
     return snapshot
 
 
-def flow_dump(host: Host, bridge: str) -> list[str]:
+def flow_dump(host: LabHost, bridge: str) -> list[str]:
     """The bridge's flows without counters, to compare two moments."""
     out = host.run("ovs-ofctl", "-O", "OpenFlow15", "--no-stats", "--no-names",
                    "dump-flows", bridge).stdout

@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ovsvnet.sandbox import have_root_and_ovs
-
-pytestmark = pytest.mark.skipif(not have_root_and_ovs(), reason="needs root and Open vSwitch")
+pytestmark = pytest.mark.root
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,9 +58,11 @@ def test_quick_benchmark_produces_every_section(tmp_path: Path) -> None:
     assert len(cells) >= 4 and all(c["flows_total"] > 0 for c in cells)
     for c in cells:
         assert c.get("role_tunnel", 0) == c["peers"], c  # one tunnel port per peer
-    # the design promise: flows and ports grow as vnets + peers, never vnets x peers
+    # the design promise: ports grow as vnets + peers, never vnets x peers; flows as vnets +
+    # peers + the (peer, vnet) pairs really carried: one admission flow per pair (isolation
+    # at tunnel entry). The bench's peers are static, and a static peer carries every vnet.
     fit = cp["flows_and_ports"]["fit"]
-    assert abs(fit["flows_total"]["per_vnet_x_peer"]) < 0.5, fit
+    assert abs(fit["flows_total"]["per_vnet_x_peer"] - 1.0) < 0.5, fit
     assert abs(fit["ports_on_ovsvnet_bridges"]["per_vnet_x_peer"]) < 0.5, fit
     mem = cp["memory"]
     assert mem["python_bare_rss_kib"] > 0 and mem["python_import_ovsvnet_rss_kib"] > 0

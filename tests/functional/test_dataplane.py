@@ -16,19 +16,13 @@ import time
 import pytest
 
 from ovsvnet.flows import MOVE_LOCK
-from ovsvnet.sandbox import Lab, capture, have_root_and_ovs, tcp_transfer, wait_until
+from ovsvnet.lab import Lab, capture, tcp_transfer, wait_until
 
-from .helpers import flow_dump, send_udp
+from .helpers import flow_dump, ovsvnet, send_udp
 
-pytestmark = pytest.mark.skipif(not have_root_and_ovs(), reason="needs root and Open vSwitch")
+pytestmark = pytest.mark.root
 
 MAC = {"1": "02:00:00:00:97:01", "2": "02:00:00:00:97:02", "3": "02:00:00:00:97:03"}
-
-
-def ovsvnet(host, *args, rc=0):
-    proc = host.ovsvnet(*args, check=False)
-    assert proc.returncode == rc, (host.name, args, proc.stdout, proc.stderr)
-    return proc
 
 
 @pytest.fixture(scope="module")

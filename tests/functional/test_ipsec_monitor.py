@@ -25,7 +25,8 @@ from pathlib import Path
 import pytest
 
 from ovsvnet import ipsec as I
-from ovsvnet.sandbox import Host, Lab, pid_alive, require_root, wait_until
+from ovsvnet.lab import Lab, LabHost, pid_alive, wait_until
+from ovsvnet.system import kernel, keyfiles
 
 pytestmark = pytest.mark.root
 
@@ -72,12 +73,12 @@ def _monitor_usable() -> str | None:
 class Monitor:
     """One ovs-monitor-ipsec with a private root prefix, run in a lab host's namespace."""
 
-    def __init__(self, host: Host, ike_daemon: str, restart: bool = True):
+    def __init__(self, host: LabHost, ike_daemon: str, restart: bool = True):
         self.host = host
         self.ike_daemon = ike_daemon
         self.restart = restart
         self.root = host.dir / f"ipsec-{ike_daemon}-{next(_instances)}"
-        self.pidfile = self.root / "run" / I.MONITOR_PIDFILE
+        self.pidfile = self.root / "run" / kernel.MONITOR_PIDFILE
         self.log = self.root / "ovs-monitor-ipsec.log"
         self.env = dict(os.environ, OVS_RUNDIR=str(self.root / "run"))
 
@@ -209,8 +210,7 @@ def _assert_absent(secret: str, text: str, where: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def lab_host() -> Iterator[Host]:
-    require_root()
+def lab_host() -> Iterator[LabHost]:
     reason = _monitor_usable()
     if reason:
         pytest.skip(reason)
@@ -220,7 +220,7 @@ def lab_host() -> Iterator[Host]:
 
 
 @pytest.fixture
-def host(lab_host: Host) -> Iterator[Host]:
+def host(lab_host: LabHost) -> Iterator[LabHost]:
     """The lab host with an empty br-vnet and no IPsec keys in other_config; reset after."""
     def reset() -> None:
         lab_host.vsctl("--if-exists", "del-br", "br-vnet", "--", "remove", "Open_vSwitch",
@@ -247,20 +247,20 @@ def monitors() -> Iterator[list[Monitor]]:
         raise errors[0]
 
 
-def _start(monitors: list[Monitor], host: Host, ike: str, restart: bool = True) -> Monitor:
+def _start(monitors: list[Monitor], host: LabHost, ike: str, restart: bool = True) -> Monitor:
     m = Monitor(host, ike, restart)
     monitors.append(m)  # recorded before it starts, so teardown finds it
     m.start()
     return m
 
 
-def _set_other_config(host: Host, creds: I.Credentials | None) -> None:
+def _set_other_config(host: LabHost, creds: I.Credentials | None) -> None:
     conf = I.open_vswitch_other_config(creds)
     host.vsctl("set", "Open_vSwitch", ".",
                *[f'other_config:{k}="{v}"' for k, v in conf.items()])
 
 
-def _add_tunnels(host: Host, peers: tuple[str, ...], creds: I.Credentials,
+def _add_tunnels(host: LabHost, peers: tuple[str, ...], creds: I.Credentials,
                  algs: I.Algorithms, names: dict[str, str] | None = None) -> dict[str, str]:
     """All three levels' ports to each peer, in one ovs-vsctl transaction; name -> level."""
     args: list[str] = []
@@ -277,7 +277,7 @@ def _add_tunnels(host: Host, peers: tuple[str, ...], creds: I.Credentials,
     return made
 
 
-def _check_ports_accepted(host: Host, names: dict[str, str]) -> None:
+def _check_ports_accepted(host: LabHost, names: dict[str, str]) -> None:
     out = host.vsctl("--format=csv", "--data=bare", "--no-headings",
                      "--columns=name,ofport,error", "list", "Interface")
     rows = {r.split(",")[0]: r.split(",")[1:] for r in out.splitlines()}
@@ -427,7 +427,8 @@ def test_strongswan_certificate_mode(host, monitors, tmp_path):
              "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-days", "2",
              "-out", str(d / "host.pem"))
     os.chmod(d / "host.key", 0o600)
-    creds = I.load_certificates(str(d / "ca.pem"), str(d / "host.pem"), str(d / "host.key"))
+    creds = keyfiles.load_certificates(str(d / "ca.pem"), str(d / "host.pem"),
+                                       str(d / "host.key"))
     assert creds.local_name == "host-a"
     algs = I.Algorithms(conf="aes256gcm16", ike="aes256gcm16-prfsha256-ecp256")
     _set_other_config(host, creds)
@@ -485,21 +486,25 @@ def test_ovsvnet_stages_secure_tunnels_that_the_monitor_turns_into_the_promised_
     where IPsec is supported.)"""
     from ovsvnet import model as M
     from ovsvnet.config import VnetConfig
+    from ovsvnet.desired import Security, TunnelSpec, Underlay
+    from ovsvnet.desired import layout as make_layout
+    from ovsvnet.ops.reconcile import stage
     from ovsvnet.ovsdb import Ovsdb
-    from ovsvnet.reconcile import Layout, TunnelSpec, stage
 
     algs = I.Algorithms()
     creds = I.PskCredentials(SECRET)
     host.vsctl("del-br", "br-vnet")  # the fixture's hand-made bridge; ovsvnet makes its own
     vnets = [VnetConfig.build("97"), VnetConfig.build("98", security="auth"),
              VnetConfig.build("99", security="conf")]
-    tunnels = [TunnelSpec(p, level=lvl) for p in PEERS for lvl in I.LEVELS]
-    layout = Layout(vnets=vnets, active_keys={c.key for c in vnets}, tunnels=tunnels,
-                    datapath_type="netdev",
-                    mtus={c.key: I.vnet_mtu(c.security, 1500, algs) for c in vnets},
-                    local_ip=host.address, credentials=creds, algorithms=algs,
-                    ipsec_other_config=I.open_vswitch_other_config(creds))
-    empty = Layout(vnets=[], active_keys=set(), tunnels=[], datapath_type="netdev", mtus={})
+    layout = make_layout(vnets, [TunnelSpec(p) for p in PEERS], Security(None, creds, algs),
+                         Underlay(host.address, 1500, "configured"), datapath_type="netdev",
+                         local_ip_setting=host.address)
+    assert layout.rejected == {}
+    tunnels = layout.tunnels
+    assert {(t.address, t.level) for t in tunnels} == {
+        (p, lvl) for p in PEERS for lvl in I.LEVELS}
+    empty = make_layout([], [], Security("none"), Underlay(host.address, 1500, "configured"),
+                        datapath_type="netdev", local_ip_setting=None)
     db = Ovsdb(host.db)
     try:
         db.transact(lambda txn: stage(txn, db, layout))

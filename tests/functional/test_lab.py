@@ -21,26 +21,26 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ovsvnet.cli_sandbox import sandbox
-from ovsvnet.sandbox import (
-    Host,
+from ovsvnet.cli.lab import sandbox
+from ovsvnet.lab import (
     Lab,
     LabError,
+    LabHost,
     capture,
     have_root_and_ovs,
     netns_exists,
     pid_alive,
-    require_root,
     tcp_transfer,
     udp_multicast,
 )
 
-pytestmark = pytest.mark.root
+# Most tests build labs and are marked ``root`` one by one (tests/conftest.py skips them
+# without root); the parsing, help and error-message tests run everywhere.
 
 GUEST_MTU = 1450  # 1500-byte underlay minus 50 bytes of VXLAN encapsulation
 
 
-def _wire_vxlan(host: Host, peers: list[Host]) -> None:
+def _wire_vxlan(host: LabHost, peers: list[LabHost]) -> None:
     host.vsctl("add-br", "br-test", "--", "set", "bridge", "br-test",
                "datapath_type=netdev", "fail_mode=secure")
     for peer in peers:
@@ -52,7 +52,6 @@ def _wire_vxlan(host: Host, peers: list[Host]) -> None:
 
 @pytest.fixture(scope="module")
 def wan():
-    require_root()
     with Lab() as lab:
         lab.add_segment("s1")
         lab.add_segment("s2")
@@ -69,12 +68,13 @@ def wan():
         yield lab
 
 
+@pytest.mark.root
 def test_hosts_are_separate_ovs_instances(wan):
     for h in wan.hosts.values():
         assert h.netns == f"{wan.prefix}-{h.name}" and netns_exists(h.netns)
         assert h.db == f"unix:{wan.workdir / h.name / 'db.sock'}"
         assert set(h.vsctl("list-br").split()) == {"br-phy", "br-test"}
-        def ext(key: str, h: Host = h) -> str:
+        def ext(key: str, h: LabHost = h) -> str:
             return h.vsctl("get", "Open_vSwitch", ".", f"external_ids:{key}").strip().strip('"')
 
         assert ext("system-id") == h.system_id == f"{wan.prefix}-{h.name}"
@@ -95,6 +95,7 @@ def test_hosts_are_separate_ovs_instances(wan):
     assert "tx-checksumming: off" in g.run("ethtool", "-k", "eth0").stdout
 
 
+@pytest.mark.root
 def test_underlay_routes_between_segments(wan):
     a, b, c = (wan.host(n) for n in "abc")
     for src, dst in ((a, b), (a, c), (c, b)):
@@ -104,12 +105,14 @@ def test_underlay_routes_between_segments(wan):
     assert "via 10.77.1.254" in a.run("ip", "route", "show", "default").stdout  # added late
 
 
+@pytest.mark.root
 def test_vxlan_on_one_segment_carries_ping_and_tcp(wan):
     ga, gb = wan.guest("ga"), wan.guest("gb")
     assert ga.ping(gb.addr, count=3, timeout=10)
     assert tcp_transfer(ga, gb, nbytes=2_000_000, timeout=20) == 2_000_000
 
 
+@pytest.mark.root
 def test_vxlan_across_the_router_carries_ping_and_tcp(wan):
     ga, gc = wan.guest("ga"), wan.guest("gc")
     assert gc.ping(ga.addr, count=3, timeout=10)
@@ -126,7 +129,7 @@ def test_vxlan_across_the_router_carries_ping_and_tcp(wan):
 
 
 def test_capture_joins_continuation_lines():
-    from ovsvnet.sandbox import _packets
+    from ovsvnet.lab.traffic import _packets
 
     raw = ["12:00:00.000001 a > b: VXLAN", "x > y: ARP", "12:00:00.000002 c > d: UDP",
            "    detail"]
@@ -135,6 +138,7 @@ def test_capture_joins_continuation_lines():
     assert _packets(["no timestamp", "second"]) == ["no timestamp", "second"]
 
 
+@pytest.mark.root
 def test_multicast_floods_the_segment_but_does_not_cross_the_router(wan):
     a, b, c = (wan.host(n) for n in "abc")
     got = udp_multicast(a, [b, c], group="224.10.0.1", port=1798, count=5, ttl=8, timeout=1.5)
@@ -144,6 +148,7 @@ def test_multicast_floods_the_segment_but_does_not_cross_the_router(wan):
     assert got == {"a": 0, "b": 0}
 
 
+@pytest.mark.root
 def test_daemons_restart_and_traffic_resumes(lab):
     lab.add_segment("s1")
     a, b = lab.add_host("a", "s1"), lab.add_host("b", "s1")
@@ -177,7 +182,10 @@ def test_daemons_restart_and_traffic_resumes(lab):
     problems = [p for h in (a, b) for p in h.log_problems(
         allow=[r"Network is down", r"connection dropped", r"No such device",
                r"receive error on g-gb", r"(send|receiv)ing .* on g-gb", r"Broken pipe",
-               r"refused", r"Connection reset by peer"])]
+               r"refused", r"Connection reset by peer",
+               # a VXLAN frame from a can arrive while b's restarted vswitchd is still
+               # adding br-test's tunnel port back (it is dropped, and the next one passes)
+               r"receive tunnel port not found"])]
     assert not problems, problems
 
 
@@ -193,8 +201,8 @@ def _pids(lab: Lab) -> list[int]:
     return pids  # type: ignore[return-value]
 
 
+@pytest.mark.root
 def test_down_leaves_nothing_behind():
-    require_root()
     lab = Lab()
     try:
         lab.add_segment("s1")
@@ -213,18 +221,18 @@ def test_down_leaves_nothing_behind():
     lab.down()  # idempotent
 
 
+@pytest.mark.root
 def test_teardown_runs_when_the_body_raises():
-    require_root()
-    with pytest.raises(RuntimeError, match="boom"):
-        with Lab() as lab:
-            lab.add_segment("s1")
-            lab.add_host("h1", "s1")
-            pids = _pids(lab)
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), Lab() as lab:
+        lab.add_segment("s1")
+        lab.add_host("h1", "s1")
+        pids = _pids(lab)
+        raise RuntimeError("boom")
     assert _leftovers(lab.prefix, pids) == ([], [])
     assert not lab.workdir.exists()
 
 
+@pytest.mark.root
 def test_failed_build_is_torn_down_and_names_are_checked(lab):
     lab.add_segment("s1")
     with pytest.raises(LabError):
@@ -238,8 +246,8 @@ def test_failed_build_is_torn_down_and_names_are_checked(lab):
     assert list(lab.hosts) == [] and list(lab.guests) == []
 
 
+@pytest.mark.root
 def test_state_file_round_trip_tears_down_from_another_object():
-    require_root()
     lab = Lab()
     try:
         lab.add_segment("s1")
@@ -275,13 +283,13 @@ def test_cli_errors_are_one_line(tmp_path):
 
 def _cli(state_dir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ovsvnet.cli_sandbox", "--state-dir", str(state_dir), *args],
+        [sys.executable, "-m", "ovsvnet", "sandbox", "--state-dir", str(state_dir), *args],
         capture_output=True, text=True, timeout=60,
     )
 
 
+@pytest.mark.root
 def test_cli_up_status_exec_down():
-    require_root()
     state_dir = Path(tempfile.mkdtemp(prefix="ovlcli", dir="/tmp"))
     runner = CliRunner()
     try:
@@ -325,15 +333,32 @@ def test_cli_up_status_exec_down():
         shutil.rmtree(state_dir, ignore_errors=True)
 
 
-def test_require_root_skips_cleanly_without_root(monkeypatch):
+class _Item:
+    """Just enough of a pytest item for the collection hook."""
+
+    def __init__(self, *marks: pytest.MarkDecorator):
+        self.marks = [m.mark for m in marks]
+
+    def get_closest_marker(self, name: str) -> pytest.Mark | None:
+        return next((m for m in self.marks if m.name == name), None)
+
+    def add_marker(self, marker: pytest.MarkDecorator) -> None:
+        self.marks.append(marker.mark)
+
+
+def test_root_tests_skip_cleanly_without_root(monkeypatch):
+    from tests.conftest import pytest_collection_modifyitems
+
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert not have_root_and_ovs()
-    with pytest.raises(pytest.skip.Exception):
-        require_root()
+    root, plain = _Item(pytest.mark.root), _Item()
+    pytest_collection_modifyitems(None, [root, plain])  # type: ignore[arg-type]
+    assert [m.name for m in root.marks] == ["root", "skip"]
+    assert plain.marks == []
 
 
+@pytest.mark.root
 def test_keep_env_keeps_workdir(monkeypatch):
-    require_root()
     monkeypatch.setenv("OVSVNET_KEEP_LAB", "1")
     lab = Lab()
     try:

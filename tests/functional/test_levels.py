@@ -15,10 +15,11 @@ import re
 import pytest
 
 from ovsvnet import flows as F
-from ovsvnet import ipsec, ofctl
-from ovsvnet.sandbox import Lab, have_root_and_ovs
+from ovsvnet import ipsec
+from ovsvnet.lab import Lab
+from ovsvnet.system import ofctl
 
-pytestmark = pytest.mark.skipif(not have_root_and_ovs(), reason="needs root and Open vSwitch")
+pytestmark = pytest.mark.root
 
 PEER = "10.77.1.200"
 KEYS = {"none": 0x97, "auth": 0x98, "conf": 0x99}
@@ -94,7 +95,7 @@ def test_show_explains_why_a_secure_vnet_is_inactive():
 def test_no_frame_of_an_inactive_secure_vnet_crosses_the_underlay():
     """auth vnet 98 and none vnet 97 on two hosts that peer; guests on both send broadcasts
     and unicasts: the underlay carries vnet 97's tunnel traffic and nothing of vnet 98."""
-    from ovsvnet.sandbox import capture
+    from ovsvnet.lab import capture
 
     with Lab() as lab:
         lab.add_segment("s1")

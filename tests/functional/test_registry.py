@@ -7,19 +7,20 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import signal
 import subprocess
 import sys
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
-from ovsvnet.registry_lab import RegistryCluster, wait_elected
-from ovsvnet.sandbox import Guest, Host, Lab, have_root_and_ovs, wait_until
+from ovsvnet.lab import Guest, Lab, LabHost, wait_until
+from ovsvnet.lab.registry import RegistryCluster, wait_elected
 from ovsvnet.vnetid import VnetId
 
-pytestmark = pytest.mark.skipif(not have_root_and_ovs(), reason="needs root and Open vSwitch")
+from .helpers import ovsvnet as run
+
+pytestmark = pytest.mark.root
 
 INTERVAL = 0.5
 
@@ -31,7 +32,7 @@ class Agents:
         self.remotes = remotes
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, host: Host) -> None:
+    def start(self, host: LabHost) -> None:
         log = open(host.dir / "agent.log", "ab")
         self.procs[host.name] = subprocess.Popen(
             ["ip", "netns", "exec", host.netns, sys.executable, "-m", "ovsvnet",
@@ -42,7 +43,7 @@ class Agents:
         wait_until(lambda: agent_status(host) is not None, timeout=15,
                    what=f"agent on {host.name}")
 
-    def stop(self, host: Host) -> None:
+    def stop(self, host: LabHost) -> None:
         self._stop(host.name)
 
     def stop_all(self) -> None:
@@ -60,20 +61,14 @@ class Agents:
                 proc.wait()
 
 
-def run(host: Host, *args: str, rc: int = 0, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    proc = host.ovsvnet(*args, check=False, timeout=timeout)
-    assert proc.returncode == rc, (host.name, args, proc.stdout, proc.stderr)
-    return proc
-
-
-def agent_status(host: Host) -> dict | None:
+def agent_status(host: LabHost) -> dict | None:
     """The agent's status over its control socket (no ovsvnet process: polls stay cheap)."""
     proc = host.run("ovs-appctl", "-t", str(host.dir / "ovsvnet-agent.ctl"), "--timeout=5",
                     "status", check=False, timeout=10)
     return json.loads(proc.stdout) if proc.returncode == 0 else None
 
 
-def _find(host: Host, table: str, *conditions: str) -> list[dict]:
+def _find(host: LabHost, table: str, *conditions: str) -> list[dict]:
     out = host.run("ovs-vsctl", f"--db={host.db}", "--timeout=5", "--format=json", "find",
                    table, *conditions).stdout
     data = json.loads(out)
@@ -85,21 +80,21 @@ def _find(host: Host, table: str, *conditions: str) -> list[dict]:
     return rows
 
 
-def local_vnets(host: Host) -> dict[str, str]:
+def local_vnets(host: LabHost) -> dict[str, str]:
     """short id -> source ("registry" or "local") of the vnet bridges in the host's OVSDB."""
     return {VnetId.parse(r["external_ids"]["ovsvnet-id"]).short:
             r["external_ids"].get("ovsvnet-source", "local")
             for r in _find(host, "Bridge", "external_ids:ovsvnet-role=vnet")}
 
 
-def tunnels(host: Host) -> set[str]:
+def tunnels(host: LabHost) -> set[str]:
     """Remote addresses of the host's tunnel interfaces that have an OpenFlow port."""
     return {r["options"]["remote_ip"] for r in _find(host, "Interface", "type=vxlan")
             if isinstance(r["ofport"], int) and r["ofport"] > 0}
 
 
 @contextlib.contextmanager
-def cluster_lab() -> Iterator[tuple[Lab, RegistryCluster, list[Host], Agents]]:
+def cluster_lab() -> Iterator[tuple[Lab, RegistryCluster, list[LabHost], Agents]]:
     with Lab() as lab:
         lab.add_segment("s1")
         members = [lab.add_plain_host(f"r{i}", "s1") for i in (1, 2, 3)]
@@ -115,16 +110,16 @@ def cluster_lab() -> Iterator[tuple[Lab, RegistryCluster, list[Host], Agents]]:
                 agents.stop_all()
 
 
-def registry_status(host: Host, remotes: str) -> dict:
+def registry_status(host: LabHost, remotes: str) -> dict:
     return json.loads(run(host, "--registry", remotes, "registry", "status",
                           "--json").stdout)["contents"]
 
 
-def everywhere(hosts: list[Host], short: str, present: bool = True) -> bool:
+def everywhere(hosts: list[LabHost], short: str, present: bool = True) -> bool:
     return all((local_vnets(h).get(short) == "registry") == present for h in hosts)
 
 
-def mesh(hosts: list[Host]) -> bool:
+def mesh(hosts: list[LabHost]) -> bool:
     return all(tunnels(h) == {o.address for o in hosts if o is not h} for h in hosts)
 
 
@@ -201,10 +196,21 @@ def test_one_create_puts_a_vnet_everywhere_and_survives_the_leader():
         assert new_leader != leader
         cluster.start(leader)  # back as a follower
 
-        # one delete removes it everywhere (--force: the guests are still plugged in)
+        # one delete removes it everywhere (--force: the guests are still plugged in); a
+        # row change never unplugs running domains: a host keeps the bridge, says so, and
+        # lets it go once its domains are unplugged
         err = run(h1, "--registry", R, "delete", "97", rc=3).stderr
         assert "domains plugged in" in err
+        lab.remove_guest("g3")
         run(h1, "--registry", R, "delete", "97", "--force")
+        assert wait_until(lambda: "0097" not in local_vnets(h3), timeout=20,
+                          what="vnet 97 gone from h3 (no domain left there)")
+        assert wait_until(lambda: all("domains are plugged in" in (
+            (agent_status(h) or {}).get("registry") or {}).get("conflicts", {}).get("0097", "")
+            for h in (h1, h2)), timeout=15, what="h1 and h2 keep 97 and say why")
+        assert everywhere((h1, h2), "0097") and g1.ping(g2.addr, count=2, timeout=10)
+        lab.remove_guest("g1")
+        lab.remove_guest("g2")
         assert wait_until(lambda: everywhere(hosts, "0097", present=False), timeout=20,
                           what="vnet 97 gone from every host")
         assert wait_until(lambda: all(h.run("ovs-vsctl", f"--db={h.db}", "br-exists",

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from ovsvnet.sandbox import Host, Lab, have_root_and_ovs
+from ovsvnet.lab import Lab, LabHost
 
-from .helpers import db_snapshot
+from .helpers import db_snapshot, ovsvnet
 
-pytestmark = pytest.mark.skipif(not have_root_and_ovs(), reason="needs root and Open vSwitch")
+pytestmark = pytest.mark.root
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -25,17 +25,11 @@ def host():
         yield lab.add_host("h1", "s1")
 
 
-def ovsvnet(host: Host, *args: str, rc: int = 0) -> subprocess.CompletedProcess[str]:
-    proc = host.ovsvnet(*args, check=False)
-    assert proc.returncode == rc, (args, proc.returncode, proc.stdout, proc.stderr)
-    return proc
-
-
-def vs(host: Host, *args: str) -> str:
+def vs(host: LabHost, *args: str) -> str:
     return host.vsctl(*args).strip()
 
 
-def ext_ids(host: Host, bridge: str) -> dict[str, str]:
+def ext_ids(host: LabHost, bridge: str) -> dict[str, str]:
     out = host.vsctl("--format=json", "--columns=external_ids", "list", "Bridge", bridge)
     pairs = json.loads(out)["data"][0][0][1]
     return dict(pairs)
@@ -153,8 +147,8 @@ def test_racing_creates_one_wins(host):
                  (["--id", "c2", "--bridge", "racec"], ["--id", "c3", "--bridge", "racec"])]
         for a, b in pairs:
             procs = [subprocess.Popen(
-                ["ip", "netns", "exec", host.netns, sys.executable, "-m", "ovsvnet", "--db", host.db,
-                 "create", *args],
+                ["ip", "netns", "exec", host.netns, sys.executable, "-m", "ovsvnet",
+                 "--db", host.db, "create", *args],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=host.env)
                 for args in (a, b)]
             results = [(p.wait(timeout=60), p.stderr.read()) for p in procs]

@@ -17,9 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from ovsvnet import lab_ipsec
-from ovsvnet.lab_ipsec import LabIpsec
-from ovsvnet.sandbox import Guest, Host, Lab, Segment, have_root_and_ovs, wait_until
+from ovsvnet.lab import Guest, Lab, LabHost, Segment, have_root_and_ovs, strongswan, wait_until
+from ovsvnet.lab.strongswan import LabIpsec
 
 LEVEL_IDS = {"none": 0x97, "auth": 0x98, "conf": 0x99}
 #: The levels the world builds: all, or the comma-separated list in $OVSVNET_KL_LEVELS (the
@@ -35,10 +34,10 @@ def kernel_lane_reason() -> str | None:
         return "kernel lane only (OVSVNET_LAB_DATAPATH=system, run by ci/kernel-lane.sh)"
     if not have_root_and_ovs():
         return "needs root and Open vSwitch"
-    return lab_ipsec.usable()
+    return strongswan.usable()
 
 
-def pytest_collection_modifyitems(config, items):  # noqa: ANN001
+def pytest_collection_modifyitems(config, items):
     reason = kernel_lane_reason()
     if reason:
         for item in items:
@@ -50,15 +49,15 @@ def pytest_collection_modifyitems(config, items):  # noqa: ANN001
 class World:
     lab: Lab
     seg: Segment
-    h1: Host
-    h2: Host
+    h1: LabHost
+    h2: LabHost
     ipsec: dict[str, LabIpsec]
     guests: dict[str, tuple[Guest, Guest]]  # level -> (on h1, on h2)
     mtu: dict[str, int]
     tmp: Path
 
 
-def _show(h: Host, vnet: str) -> dict:
+def _show(h: LabHost, vnet: str) -> dict:
     return json.loads(h.ovsvnet("show", vnet, "--json").stdout)
 
 
@@ -108,7 +107,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             for ip in started:
                 try:
                     ip.stop()
-                except Exception as err:  # noqa: BLE001 - the lab still goes down
+                except Exception as err:
                     print(f"kernel lane: stopping {ip}: {err}")
             _keep_logs(lab)
 

@@ -22,8 +22,8 @@ import time
 import pytest
 
 from ovsvnet import ipsec as I
-from ovsvnet import xfrm_guard
-from ovsvnet.sandbox import tcp_transfer, wait_until
+from ovsvnet.lab import tcp_transfer, wait_until
+from ovsvnet.system import xfrm as xfrm_guard
 from tests.kernel import wire
 from tests.kernel.conftest import LEVEL_IDS, World
 
@@ -319,13 +319,14 @@ def test_the_agent_disarms_and_rearms_secure_tunnels_by_itself(world: World) -> 
     """With ``ovsvnet agent`` running on h2, stopping h2's charon disarms h2's secure
     tunnels within a few canary intervals and nothing leaves in clear; starting charon again
     re-arms them and traffic comes back, with no command from anyone."""
-    h1, h2 = world.h1, world.h2
+    h2 = world.h2
     ip2 = world.ipsec["h2"]
     levels = _secure_levels(world)
     log = open(h2.dir / "agent.log", "a")
     proc = subprocess.Popen(
         ["ip", "netns", "exec", h2.netns, sys.executable, "-m", "ovsvnet", "--db", h2.db,
-         "agent", "--pidfile", str(h2.dir / "agent.pid")],
+         "agent", "--pidfile", str(h2.dir / "agent.pid"),
+         "--key-file", str(h2.discovery_key())],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=h2.env)
     try:
         wait_until(lambda: json.loads(h2.ovsvnet("status", "--json").stdout).get("agent"),

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ovsvnet.sandbox import LabError, wait_until
+from ovsvnet.lab import LabError, wait_until
 
 ESP, UDP, GRE = 50, 17, 47
 
@@ -124,7 +124,7 @@ def udp(sport: int, dport: int, payload: bytes) -> bytes:
 
 def inner_frame(dst_mac: str, src_mac: str, src_ip: str, dst_ip: str, dport: int,
                 payload: bytes) -> bytes:
-    mac = lambda m: bytes.fromhex(m.replace(":", ""))  # noqa: E731
+    mac = lambda m: bytes.fromhex(m.replace(":", ""))
     return mac(dst_mac) + mac(src_mac) + b"\x08\x00" + ipv4(src_ip, dst_ip, UDP,
                                                             udp(40000, dport, payload))
 

@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ovsvnet.config import (
+    HOST_NAMES,
     IFNAME_MAX,
     RESERVED_NAMES,
     RESERVED_PREFIXES,
@@ -77,9 +78,11 @@ def test_direct_construction_is_validated() -> None:
 # --- interface names -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["a", "vnet97", "x" * IFNAME_MAX, "br_0.1-a", "vx", "br-vnet2"])
+@pytest.mark.parametrize("name", ["a", "vnet97", "x" * IFNAME_MAX, "br_0-1a", "vx", "br-vnet2",
+                                  "_x"])
 def test_ifname_ok(name: str) -> None:
     assert validate_ifname("bridge", name) == name
+    assert validate_ifname("vnetif", name + ".1"[: IFNAME_MAX - len(name)])
 
 
 @pytest.mark.parametrize(
@@ -103,6 +106,14 @@ def test_ifname_ok(name: str) -> None:
         ("bridge", "vx-1", "bridge: 'vx-1' starts with 'vx-', "
          "which ovsvnet reserves for its tunnel ports"),
         ("vnetif", "vp-abc", "starts with 'vp-'"),
+        ("bridge", "-h", "starts with '-'"),
+        ("bridge", "--db=tcp", "starts with '-'"),
+        ("vnetif", ".hidden", "starts with '.'"),
+        ("bridge", "ovs-system", "a device of every host"),
+        ("vnetif", "lo", "a device of every host"),
+        ("bridge", "vnet%d", "contains '%'"),
+        ("bridge", "a*?$(x)", "contains '*'"),
+        ("bridge", "br0.100", "BRIDGE.VLAN"),
     ],
 )
 def test_ifname_errors(field: str, name: str, message: str) -> None:
@@ -205,11 +216,11 @@ def test_to_dict_is_json_ready() -> None:
 
 
 ifname_chars = st.sampled_from(
-    [chr(c) for c in range(0x21, 0x7F) if chr(c) not in "/:"]
+    [chr(c) for c in range(0x21, 0x7F) if chr(c).isalnum() or chr(c) in "_-"]
 )
 ifnames = (
     st.text(ifname_chars, min_size=1, max_size=IFNAME_MAX)
-    .filter(lambda n: n not in (".", "..") and n not in RESERVED_NAMES)
+    .filter(lambda n: n[0] != "-" and n not in RESERVED_NAMES + HOST_NAMES)
     .filter(lambda n: not n.startswith(RESERVED_PREFIXES))
 )
 configs = st.builds(
@@ -272,3 +283,12 @@ def test_from_file_accepts_bom(tmp_path: Path) -> None:
     path = tmp_path / "bom.sxp"
     path.write_bytes(b"\xef\xbb\xbf(vnet (id 97))")
     assert VnetConfig.from_file(str(path)).id.value == 0x97
+
+
+def test_from_file_refuses_devices_and_huge_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not a regular file"):
+        VnetConfig.from_file("/dev/zero")
+    big = tmp_path / "big.sxp"
+    big.write_text("(vnet (id 97))" + " " * (70 * 1024))
+    with pytest.raises(ConfigError, match="larger than 65536 bytes"):
+        VnetConfig.from_file(big)

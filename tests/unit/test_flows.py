@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from ovsvnet import flows as F
 from ovsvnet import ipsec
-from ovsvnet.ofctl import _delete_spec, _with_table, is_static_ovsvnet
+from ovsvnet.system.ofctl import _delete_spec, _with_table, is_static_ovsvnet
 
 
 def _outputs(flow: F.Flow) -> set[int]:
@@ -26,13 +26,15 @@ def test_frames_from_a_tunnel_only_reach_the_vnet_patch():
     tunnels = [F.TunnelPort("10.0.0.2", 10), F.TunnelPort("10.0.0.3", 11)]
     flows = F.transport_flows(vnets, tunnels)
     tunnel_ports = {10, 11}
-    from_tunnel = [f for f in flows if f.table == F.T_FROM_TUNNEL]
-    assert from_tunnel, "the from-tunnel table must exist"
+    from_tunnel = [f for f in flows if f.table in (F.T_FROM_TUNNEL, F.T_INTO_VNET)]
+    assert from_tunnel, "the from-tunnel tables must exist"
     for f in from_tunnel:
         assert not (_outputs(f) & tunnel_ports), f"split horizon broken by {f.render()}"
-        assert "goto_table" not in f.actions and "resubmit" not in f.actions
+        assert "resubmit" not in f.actions
+        assert "goto_table" not in f.actions or f.actions == f"goto_table:{F.T_INTO_VNET}"
     # each key is delivered to its own patch port (announcements too)
-    delivery = {f.match: _outputs(f) for f in from_tunnel if f.priority in (100, 150)}
+    delivery = {f.match: _outputs(f) for f in from_tunnel
+                if f.table == F.T_INTO_VNET and f.priority in (100, 150)}
     assert delivery == {
         "tun_id=0x97,reg0=0": {1}, "tun_id=0x98,reg0=0": {2},
         "tun_id=0x97,reg0=0,dl_type=0x8035": {1}, "tun_id=0x98,reg0=0,dl_type=0x8035": {2},
@@ -51,7 +53,10 @@ def test_each_vnet_accepts_and_floods_only_through_tunnels_of_its_level():
         "in_port=10,tun_src=10.0.0.2": f"set_field:0->reg0,goto_table:{F.T_FROM_TUNNEL}",
         "in_port=11,tun_src=10.0.0.2": f"set_field:1->reg0,goto_table:{F.T_FROM_TUNNEL}",
         "in_port=12,tun_src=10.0.0.2": f"set_field:2->reg0,goto_table:{F.T_FROM_TUNNEL}"}
-    accepts = {f.match for f in flows if f.table == F.T_FROM_TUNNEL and f.priority == 100}
+    admits = {f.match for f in flows if f.table == F.T_FROM_TUNNEL and f.priority == 100}
+    assert admits == {"in_port=10,tun_id=0x97", "in_port=11,tun_id=0x98",
+                      "in_port=12,tun_id=0x99"}
+    accepts = {f.match for f in flows if f.table == F.T_INTO_VNET and f.priority == 100}
     assert accepts == {"tun_id=0x97,reg0=0", "tun_id=0x98,reg0=1", "tun_id=0x99,reg0=2"}
     flood = {f.match: _outputs(f) for f in flows if f.table == F.T_FLOOD and f.priority == 100}
     assert flood == {"tun_id=0x97": {10}, "tun_id=0x98": {11}, "tun_id=0x99": {12}}
@@ -59,7 +64,7 @@ def test_each_vnet_accepts_and_floods_only_through_tunnels_of_its_level():
 
 def test_announcements_learn_a_locked_entry_that_outranks_ordinary_learning():
     flows = F.transport_flows([F.VnetPort(0x97, 1)], [F.TunnelPort("10.0.0.2", 10)])
-    ann = [f for f in flows if f.table == F.T_FROM_TUNNEL and f.priority == 150]
+    ann = [f for f in flows if f.table == F.T_INTO_VNET and f.priority == 150]
     assert len(ann) == 2
     for f in ann:
         assert f.actions.count("learn(") == 2
@@ -75,6 +80,18 @@ def test_flood_goes_only_to_peers_carrying_the_vnet():
     flood = {f.match: _outputs(f) for f in F.transport_flows(vnets, tunnels)
              if f.table == F.T_FLOOD and f.priority == 100}
     assert flood == {"tun_id=0x97": {10, 11}, "tun_id=0x98": {11}}
+
+
+def test_a_peer_enters_only_the_vnets_it_carries():
+    """Isolation at tunnel entry: 10.0.0.2 carries 0x97 only, so a frame it sends with
+    0x98's key matches no admission and hits table 10's drop."""
+    vnets = [F.VnetPort(0x97, 1), F.VnetPort(0x98, 2)]
+    tunnels = [F.TunnelPort("10.0.0.2", 10, frozenset({0x97})),
+               F.TunnelPort("10.0.0.3", 11, None)]  # a static peer carries all
+    admits = {f.match for f in F.transport_flows(vnets, tunnels)
+              if f.table == F.T_FROM_TUNNEL and f.priority == 100}
+    assert admits == {"in_port=10,tun_id=0x97", "in_port=11,tun_id=0x97",
+                      "in_port=11,tun_id=0x98"}
 
 
 def test_static_peers_carry_every_vnet():
@@ -113,12 +130,16 @@ def test_canary_exists_once():
 
 
 @settings(max_examples=50, deadline=None)
-@given(n_vnets=st.integers(0, 40), n_peers=st.integers(0, 40))
-def test_flow_count_grows_as_vnets_plus_peers(n_vnets, n_peers):
+@given(n_vnets=st.integers(0, 40), n_peers=st.integers(0, 40), data=st.data())
+def test_flow_count_grows_as_vnets_plus_peers_plus_carried_pairs(n_vnets, n_peers, data):
     vnets = [F.VnetPort(k + 2, k + 1) for k in range(n_vnets)]
-    tunnels = [F.TunnelPort(f"10.0.{p // 250}.{p % 250 + 1}", 1000 + p) for p in range(n_peers)]
+    carried = [frozenset(data.draw(st.sets(st.sampled_from([v.key for v in vnets])))
+                         if vnets else set()) for _ in range(n_peers)]
+    tunnels = [F.TunnelPort(f"10.0.{p // 250}.{p % 250 + 1}", 1000 + p, carried[p])
+               for p in range(n_peers)]
     flows = F.transport_flows(vnets, tunnels)
-    assert len(flows) <= 8 + 5 * n_vnets + n_peers
+    pairs = sum(len(c) for c in carried)
+    assert len(flows) <= 9 + 5 * n_vnets + n_peers + pairs
     assert len({(f.table, f.priority, f.match) for f in flows}) == len(flows), "duplicate match"
 
 

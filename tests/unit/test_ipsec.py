@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import itertools
-import os
 import re
-import subprocess
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -246,103 +243,6 @@ def test_redaction_hides_psk_only():
         {"ipsec_secret_thing": "<redacted>", "remote_name": "h2"}
 
 
-def _file(tmp_path: Path, name: str, data: bytes, mode: int) -> Path:
-    p = tmp_path / name
-    p.write_bytes(data)
-    p.chmod(mode)
-    return p
-
-
-def test_read_secret_accepts_0600_and_strips_the_newline(tmp_path):
-    p = _file(tmp_path, "secret", SECRET + b"\n", 0o600)
-    assert I.read_secret(p) == SECRET
-    assert I.read_secret(_file(tmp_path, "s400", SECRET, 0o400)) == SECRET
-
-
-@pytest.mark.parametrize("mode, who", [(0o644, "group and others"), (0o640, "its group"),
-                                       (0o604, "others"), (0o660, "its group")])
-def test_read_secret_refuses_files_open_to_others(tmp_path, mode, who):
-    p = _file(tmp_path, "secret", SECRET, mode)
-    with pytest.raises(ConfigError) as err:
-        I.read_secret(p)
-    assert f"accessible by {who} (mode {mode:04o})" in str(err.value)
-    assert f"chmod 600 {p}" in str(err.value)
-    assert SECRET.decode() not in str(err.value)
-
-
-def test_read_secret_other_failures(tmp_path):
-    with pytest.raises(ConfigError, match="does not exist"):
-        I.read_secret(tmp_path / "missing")
-    with pytest.raises(ConfigError, match="not a regular file"):
-        I.read_secret(tmp_path)
-    with pytest.raises(ConfigError, match="too short"):
-        I.read_secret(_file(tmp_path, "short", b"abc\n", 0o600))
-
-
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    d = tmp_path_factory.mktemp("pki")
-    try:
-        _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-                 "-nodes", "-keyout", str(d / "ca.key"), "-out", str(d / "ca.pem"),
-                 "-days", "2", "-subj", "/O=ovsvnet test/CN=test ca")
-        for name, subj in (("good", "/O=ovsvnet test/OU=hosts/CN=host-a"),
-                           ("bare", "/CN=host-b")):
-            _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                     "-keyout", str(d / f"{name}.key"), "-out", str(d / f"{name}.csr"),
-                     "-subj", subj)
-            _openssl("x509", "-req", "-in", str(d / f"{name}.csr"), "-CA", str(d / "ca.pem"),
-                     "-CAkey", str(d / "ca.key"), "-CAcreateserial", "-days", "2",
-                     "-out", str(d / f"{name}.pem"))
-            os.chmod(d / f"{name}.key", 0o600)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"openssl cannot make test certificates: {exc}")
-    return d
-
-
-def test_load_certificates(pki):
-    creds = I.load_certificates(str(pki / "ca.pem"), str(pki / "good.pem"),
-                                str(pki / "good.key"))
-    assert creds.local_name == "host-a"
-    assert I.open_vswitch_other_config(creds)["certificate"] == str(pki / "good.pem")
-
-
-def test_load_certificates_refuses_what_the_monitor_cannot_use(pki, tmp_path):
-    with pytest.raises(ConfigError, match="finds no CN"):
-        I.load_certificates(str(pki / "ca.pem"), str(pki / "bare.pem"), str(pki / "bare.key"))
-    loose = _file(tmp_path, "loose.key", (pki / "good.key").read_bytes(), 0o644)
-    with pytest.raises(ConfigError, match=r"private_key: .* \(mode 0644\); run: chmod 600"):
-        I.load_certificates(str(pki / "ca.pem"), str(pki / "good.pem"), str(loose))
-    with pytest.raises(ConfigError, match="ca_cert: .* does not exist"):
-        I.load_certificates(str(tmp_path / "nope.pem"), str(pki / "good.pem"),
-                            str(pki / "good.key"))
-    with pytest.raises(ConfigError, match="not a PEM certificate"):
-        I.load_certificates(str(pki / "ca.pem"), str(pki / "good.key"), str(pki / "good.key"))
-
-
-def test_credentials_from_settings(pki, tmp_path):
-    assert I.credentials_from_settings({}) is None
-    secret = _file(tmp_path, "secret", SECRET + b"\n", 0o600)
-    creds = I.credentials_from_settings({"ovsvnet-ipsec-secret-file": str(secret)})
-    assert creds == PSK
-    certs = {"ovsvnet-ipsec-ca-cert": str(pki / "ca.pem"),
-             "ovsvnet-ipsec-certificate": str(pki / "good.pem"),
-             "ovsvnet-ipsec-private-key": str(pki / "good.key")}
-    creds = I.credentials_from_settings(certs)
-    assert isinstance(creds, I.CertCredentials) and creds.local_name == "host-a"
-    with pytest.raises(ConfigError, match="choose one"):
-        I.credentials_from_settings({**certs, "ovsvnet-ipsec-secret-file": str(secret)})
-    with pytest.raises(ConfigError, match="also needs ovsvnet-ipsec-private-key"):
-        I.credentials_from_settings({k: v for k, v in certs.items() if "private" not in k})
-    secret.chmod(0o644)
-    with pytest.raises(ConfigError, match="chmod 600"):
-        I.credentials_from_settings({"ovsvnet-ipsec-secret-file": str(secret)})
-
-
 # -- overhead -----------------------------------------------------------------------------
 
 def test_encapsulation_overhead():
@@ -413,57 +313,3 @@ def test_support_lists_every_problem_of_this_kind_of_machine():
     assert not s.ok and len(s.problems) == 3
     assert s.reason.index("datapath") < s.reason.index("ESP") < s.reason.index("monitor")
     assert "CONFIG_INET_ESP is not set" in s.reason
-
-
-def test_gather_facts_runs_read_only(tmp_path):
-    facts = I.gather_facts(tmp_path)
-    assert facts["monitor_pid"] is None
-    assert isinstance(facts["esp"], bool) and isinstance(facts["xfrm"], bool)
-    assert I.host_support("netdev", tmp_path).ok is False
-
-
-def test_gather_facts_finds_a_live_monitor_by_pidfile(tmp_path):
-    (tmp_path / I.MONITOR_PIDFILE).write_text(f"{os.getpid()}\n")
-    # our own pid is alive but is not ovs-monitor-ipsec: not counted
-    assert I.gather_facts(tmp_path)["monitor_pid"] is None
-
-
-# -- kernel policies ------------------------------------------------------------------------
-
-XFRM = """\
-src 192.0.2.1/32 dst 192.0.2.2/32 proto udp dport 6081
-\tdir out priority 366463 ptype main
-\ttmpl src 0.0.0.0 dst 0.0.0.0
-\t\tproto esp reqid 1 mode transport
-src 192.0.2.1/32 dst 192.0.2.2/32 proto udp sport 6081
-\tdir out priority 366463 ptype main
-\ttmpl src 0.0.0.0 dst 0.0.0.0
-\t\tproto esp reqid 2 mode transport
-src 192.0.2.2/32 dst 192.0.2.1/32 proto udp sport 6081
-\tdir in priority 366463 ptype main
-\ttmpl src 0.0.0.0 dst 0.0.0.0
-\t\tproto esp reqid 1 mode transport
-src 192.0.2.2/32 dst 192.0.2.1/32 proto udp dport 6081
-\tdir in priority 366463 ptype main
-\ttmpl src 0.0.0.0 dst 0.0.0.0
-\t\tproto esp reqid 2 mode transport
-src 192.0.2.1/32 dst 192.0.2.2/32 proto gre
-\tdir out priority 366975 ptype main
-\ttmpl src 0.0.0.0 dst 0.0.0.0
-\t\tproto esp reqid 3 mode transport
-src 0.0.0.0/0 dst 0.0.0.0/0
-\tsocket in priority 0 ptype main
-"""
-
-
-def test_policies_installed():
-    assert I.policies_installed("none", PEER, "")
-    assert I.policies_installed("auth", PEER, XFRM)
-    assert not I.policies_installed("auth", "192.0.2.3", XFRM)
-    assert not I.policies_installed("conf", PEER, XFRM), "the inbound GRE policy is missing"
-    gre_in = ("src 192.0.2.2/32 dst 192.0.2.1/32 proto gre\n\tdir in priority 1 ptype main\n"
-              "\ttmpl src 0.0.0.0 dst 0.0.0.0\n\t\tproto esp reqid 3 mode transport\n")
-    assert I.policies_installed("conf", PEER, XFRM + gre_in)
-    # a block (drop) policy is not an ESP policy
-    shunt = XFRM.replace("proto esp reqid 2", "proto xx reqid 2")
-    assert not I.policies_installed("auth", PEER, shunt)

@@ -19,7 +19,7 @@ from ovsvnet.announce import (
     encode_relay,
     inner_bytes,
 )
-from ovsvnet.peertable import PeerTable, Verdict
+from ovsvnet.peertable import Limits, PeerTable, Verdict
 from ovsvnet.vnetid import VnetId
 
 SELF = "self"
@@ -86,7 +86,7 @@ def test_refresh_with_same_content_is_not_a_change():
 def test_content_changes_are_changes(newer):
     t = table()
     t.receive(ann(seq=1), "10.0.0.1", 1.0, STATIC)
-    assert t.receive(newer, "10.0.0.1", 2.0, STATIC).changed
+    assert t.receive(newer, newer.address, 2.0, STATIC).changed
 
 
 def test_own_announcements_are_ignored():
@@ -218,10 +218,18 @@ def test_static_peers_are_shown_down_until_heard():
     assert t.configured() == {"10.9.0.1": None}
 
 
-def test_static_match_by_source_when_tunnel_address_differs():
+def test_a_direct_message_must_come_from_the_address_it_claims():
+    """Even from a static peer: a host's tunnel address is the address it speaks from
+    (anything else could move another host's tunnels anywhere)."""
     t = table()
-    t.receive(ann(origin="b", address="192.0.2.7"), "10.9.0.1", 1.0, STATIC, multicast=False)
+    v = t.receive(ann(origin="b", address="192.0.2.7"), "10.9.0.1", 1.0, STATIC,
+                  multicast=False)
+    assert v.action == "spoofed" and t.peer("b") is None and t.counters["spoofed"] == 1
+    t.receive(ann(origin="b", address="10.9.0.1"), "10.9.0.1", 1.0, STATIC, multicast=False)
     assert t.peer("b").static and t.configured()["10.9.0.1"] == "b"
+    # a relayed message names a third host: its MAC (with a key) vouches for it instead
+    assert t.receive(relayed(ann(origin="c", address="10.0.0.3")), "10.9.0.1", 1.0,
+                     STATIC, multicast=False).accepted
 
 
 # ----------------------------------------------------------------------------- relaying
@@ -547,3 +555,68 @@ def test_simulation_would_catch_a_xen_style_forwarder(monkeypatch):
     net.LIMIT = 5_000
     with pytest.raises(AssertionError, match="loops"):
         net.round(10.0)
+
+
+# ----------------------------------------------------------------------------- limits
+
+
+def test_hold_time_is_capped():
+    t = PeerTable(SELF, 0.0, STATIC, limits=Limits(max_hold=15))
+    t.receive(ann(hold=65535), "10.0.0.1", 1.0)
+    assert t.peer("a").hold_time == 15 and t.counters["hold_capped"] == 1
+    assert t.expire(17.0) == ["a"]
+
+
+def test_sequence_numbers_carry_a_clock_that_must_be_fresh():
+    lim = Limits(max_age_ms=60_000, max_ahead_ms=30_000)
+    t = PeerTable(SELF, 0.0, STATIC, limits=lim)
+    now_ms = 1_800_000_000_000
+    seq = SequenceGenerator(now_ms).next()
+    assert t.receive(ann(seq=seq), "10.0.0.1", 1.0, wall_ms=now_ms).accepted
+    old = SequenceGenerator(now_ms - 61_000).next()
+    assert t.receive(ann(origin="b", seq=old), "10.0.0.2", 1.0,
+                     wall_ms=now_ms).action == "too_old"
+    far = (2**64 - 1)
+    assert t.receive(ann(origin="b", seq=far), "10.0.0.2", 1.0,
+                     wall_ms=now_ms).action == "future"
+    # the real host b is not locked out by the far-future attempt
+    assert t.receive(ann(origin="b", seq=SequenceGenerator(now_ms).next()), "10.0.0.2", 2.0,
+                     wall_ms=now_ms).accepted
+    # nor does a far-future LEAVE cut host a off
+    assert t.receive(ann(seq=far, leaving=True), "10.0.0.1", 3.0,
+                     wall_ms=now_ms).action == "future"
+    assert t.peer("a") is not None
+
+
+def test_peers_are_capped_in_all_and_per_source():
+    t = PeerTable(SELF, 0.0, {"10.9.0.1"}, limits=Limits(max_peers=3, max_per_source=2))
+    for i, origin in enumerate("xy"):
+        assert t.receive(relayed(ann(origin=origin, address=f"10.0.1.{i + 1}")), "10.9.0.1",
+                         1.0, multicast=False).accepted
+    assert t.receive(relayed(ann(origin="z", address="10.0.1.9")), "10.9.0.1", 1.0,
+                     multicast=False).action == "source_cap"
+    assert t.receive(ann(origin="a"), "10.0.0.1", 1.0).accepted
+    assert t.receive(ann(origin="b"), "10.0.0.2", 1.0).action == "peer_cap"
+    # known peers still update when the table is full
+    assert t.receive(ann(origin="a", seq=2, vnets=(0x98,)), "10.0.0.1", 2.0).changed
+    assert t.counters["source_cap"] == 1 and t.counters["peer_cap"] == 1
+    assert len(t.peers()) == 3
+
+
+def test_our_own_id_from_another_address_is_a_clash():
+    t = PeerTable(SELF, 0.0, STATIC, own_addresses={"10.0.0.5"})
+    assert t.receive(ann(origin=SELF, address="10.0.0.5"), "10.0.0.5", 1.0).action == "own"
+    assert t.receive(ann(origin=SELF, address="10.0.0.6"), "10.0.0.6", 2.0).action == \
+        "id_clash"
+    assert t.clashes == {"10.0.0.6": 2.0} and t.peers() == []
+
+
+def test_high_water_marks_survive_a_restart():
+    first = table()
+    first.receive(ann(seq=7), "10.0.0.1", 1.0)
+    marks = first.high_water()
+    assert marks == {"a": 7}
+    second = table()
+    second.remember(marks, 0.0)
+    assert second.receive(ann(seq=7), "10.0.0.1", 1.0).action == "stale"  # a replay
+    assert second.receive(ann(seq=8), "10.0.0.1", 1.0).accepted

@@ -12,11 +12,11 @@ from pathlib import Path
 import ovs.db.schema
 import pytest
 
-from ovsvnet import registry as R
 from ovsvnet.config import VnetConfig
+from ovsvnet.desired import TunnelSpec
 from ovsvnet.errors import ConfigError
-from ovsvnet.reconcile import TunnelSpec
-from ovsvnet.registry_server import Member, parse_cluster_status
+from ovsvnet.registry import model as R
+from ovsvnet.registry.server import Member, parse_cluster_status
 from ovsvnet.vnetid import VnetId
 
 
@@ -118,10 +118,25 @@ def test_merge_with_multicast_peers_floods_to_the_union():
            TunnelSpec("10.0.0.5", vnets=frozenset({3}), origin="h5", source="registry"),
            TunnelSpec("10.0.0.3", vnets=frozenset({3}), origin="h3", source="registry")]
     merged = {s.address: s for s in R.merge_peers(mc, reg)}
-    assert merged["10.0.0.2"].vnets == {1, 3} and merged["10.0.0.2"].source == "registry"
+    # the registry wins for an address both know: its rows are signed by each host's cert
+    assert merged["10.0.0.2"].vnets == {3} and merged["10.0.0.2"].source == "registry"
+    assert merged["10.0.0.5"].vnets == {3} and merged["10.0.0.5"].origin == "h5"
     assert merged["10.0.0.9"].source is None
-    assert merged["10.0.0.5"].vnets is None  # a static peer still gets every vnet
     assert "10.0.0.3" in merged
+
+
+def test_bad_chassis_rows_are_skipped_and_named_and_scopes_bind_claims():
+    rows = [chassis("h2", "10.0.0.2", "97", "98"), chassis("h3", "127.0.0.1", "97"),
+            chassis('evil"name', "10.0.0.4", "97"), chassis("h5", "0.0.0.0"),
+            chassis("h6", "10.0.0.6", "97", "98")]
+    rejected: dict[str, str] = {}
+    scopes = {VnetId.parse("98").canonical: frozenset({"h2"})}
+    peers = {p.address: p for p in R.chassis_peers(rows, "h1", "10.0.0.1", scopes, rejected)}
+    assert set(peers) == {"10.0.0.2", "10.0.0.6"}
+    assert peers["10.0.0.2"].vnets == {0x97, 0x98}
+    assert peers["10.0.0.6"].vnets == {0x97}  # scoped out of 98: its claim is ignored
+    assert set(rejected) == {"h3", 'evil"name', "h5"}
+    assert "loopback" in rejected["h3"] and "unspecified" in rejected["h5"]
 
 
 def ids(*texts):
@@ -209,3 +224,26 @@ def test_systemd_unit_runs_the_member_in_the_foreground():
     start = parser["Service"]["ExecStart"]
     assert "registry start" in start and "--foreground" in start
     assert parser["Service"]["Type"] == "simple"
+
+
+def test_a_row_change_never_lowers_a_level_nor_unplugs_domains():
+    conf = VnetConfig.build("97", security="conf")
+    none = VnetConfig.build("97", security="none")
+    other = VnetConfig.build("98")
+    local = {conf.id: conf, other.id: other}
+    # lowered in the registry: the old definition stays, reported
+    p = R.plan(local, {conf.id, other.id}, {conf.id: none, other.id: other})
+    assert p.defs[conf.id] == conf and conf.id in p.registry_ids
+    assert "lowers its security from conf to none" in p.conflicts["0097"]
+    assert p.changed == []
+    # raised: applied
+    p = R.plan({none.id: none}, {none.id}, {none.id: conf})
+    assert p.defs[none.id] == conf and p.changed == [none.id]
+    # deleted in the registry with a domain plugged in: kept and reported
+    p = R.plan(local, {conf.id, other.id}, {other.id: other},
+               plugged=lambda vid: ["vif3.0"] if vid == conf.id else [])
+    assert conf.id in p.defs and p.removed == []
+    assert "domains are plugged in (vif3.0)" in p.conflicts["0097"]
+    # nothing plugged: removed
+    p = R.plan(local, {conf.id, other.id}, {other.id: other})
+    assert conf.id not in p.defs and p.removed == [conf.id]

@@ -1,0 +1,169 @@
+"""What every command module shares: the session (where OVS and the registry are), output
+helpers, and the one way to leave with an exit code.
+
+Command modules import this module, never :mod:`ovsvnet.cli` (the root group imports them),
+so there is no import circle.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+from ovsvnet.errors import EXIT_CODES
+from ovsvnet.ovsdb import DEFAULT_DB, rundir_for
+
+if TYPE_CHECKING:
+    from ovsvnet.ops.host import Host
+    from ovsvnet.ops.sync import SyncReport
+    from ovsvnet.ovsdb import SslFiles
+    from ovsvnet.registry.client import RegistryClient
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+EXIT_HELP = "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
+__all__ = ["DEFAULT_DB", "CONTEXT", "EXIT_HELP", "Session", "emit", "table",
+           "json_option", "report_sync", "exit_with", "pass_session"]
+
+
+class Session:
+    """What every command needs: where OVS (and the registry) is, opened on first use."""
+
+    def __init__(self, db: str, rundir: str | None, timeout: float,
+                 registry: str | None = None,
+                 tls: tuple[str | None, str | None, str | None] = (None, None, None)):
+        self.db_remote = db
+        self.rundir = rundir or rundir_for(db)
+        self.timeout = timeout
+        self.registry_remotes = registry
+        self.tls = tls
+        self._host: Host | None = None
+        self._registry: RegistryClient | None = None
+
+    @property
+    def host(self) -> Host:
+        if self._host is None:
+            from ovsvnet.ops.host import Host
+            from ovsvnet.ovsdb import Ovsdb, quiet_python_ovs
+            quiet_python_ovs()
+            self._host = Host(Ovsdb(self.db_remote, self.timeout), self.rundir)
+        return self._host
+
+    @property
+    def registry(self) -> RegistryClient:
+        """The cluster registry client; a usage error without ``--registry``."""
+        if not self.registry_remotes:
+            raise click.UsageError("this needs the registry: give --registry REMOTES before "
+                                   "the command (or set $OVSVNET_REGISTRY)")
+        if self._registry is None:
+            from ovsvnet.ovsdb import quiet_python_ovs
+            from ovsvnet.registry.client import RegistryClient
+            quiet_python_ovs()
+            self._registry = RegistryClient(self.registry_remotes, self.timeout,
+                                            ssl=self.ssl_files())
+        return self._registry
+
+    def ssl_files(self) -> SslFiles | None:
+        """The TLS identity given with -p/-c/-C (all three, or none)."""
+        from ovsvnet.ovsdb import SslFiles
+        given = [x for x in self.tls if x]
+        if not given:
+            return None
+        if len(given) != 3:
+            raise click.UsageError("--private-key, --certificate and --ca-cert go together")
+        key, cert, ca = self.tls
+        assert key and cert and ca
+        return SslFiles(key, cert, ca)
+
+    def close(self) -> None:
+        if self._host is not None:
+            self._host.db.close()
+        if self._registry is not None:
+            self._registry.close()
+
+
+pass_session = click.make_pass_decorator(Session)
+
+
+def exit_with(code: int) -> None:
+    """Leave the command with ``code`` (0: return normally). :func:`ovsvnet.cli.main` passes
+    it on as the process's exit code."""
+    if code:
+        click.get_current_context().exit(code)
+
+
+def fail(code: int) -> NoReturn:
+    click.get_current_context().exit(code)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def emit(data: Any, as_json: bool, render: Callable[[Any], None]) -> None:
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        render(data)
+
+
+def table(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]]) -> None:
+    """Print rows as aligned columns; ``columns`` = [(key, header), ...]."""
+    cells = [[h for _, h in columns]]
+    for row in rows:
+        cells.append(["-" if row.get(k) in (None, "", []) else
+                      ",".join(map(str, row[k])) if isinstance(row.get(k), list)
+                      else str(row[k]) for k, _ in columns])
+    widths = [max(len(r[i]) for r in cells) for i in range(len(columns))]
+    for r in cells:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def table_or(rows: list[dict[str, Any]], columns: Sequence[tuple[str, str]],
+             empty: str) -> None:
+    """:func:`table`, or one line saying there is nothing."""
+    if rows:
+        table(rows, columns)
+    else:
+        click.echo(empty)
+
+
+def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print JSON instead of a table.")(f)
+
+
+def report_sync(report: SyncReport, verbose: bool = False) -> None:
+    for failure in report.failed:
+        click.echo(f"warning: {failure}", err=True)
+    for address, why in sorted(report.rejected.items()):
+        click.echo(f"warning: peer {address} has no tunnel: {why}", err=True)
+    if verbose:
+        click.echo(f"flows: {report.changed_flows} changed"
+                   + (f", {report.pruned_learned} stale learned entries removed"
+                      if report.pruned_learned else ""))
+
+
+#: Columns of a vnet list (``list``, ``vn vnets``).
+VNET_COLUMNS = [("short", "ID"), ("bridge", "BRIDGE"), ("vnetif", "VNETIF"),
+                ("security", "SECURITY"), ("mtu", "MTU"), ("state", "STATE"),
+                ("domains", "DOMAINS")]
+
+
+def render_vnets(rows: list[dict[str, Any]], long: bool) -> None:
+    if not rows:
+        click.echo("no vnets")
+        return
+    cols = list(VNET_COLUMNS)
+    if long:
+        cols.insert(1, ("id", "CANONICAL ID"))
+    table(rows, cols)
+    for row in rows:
+        if row.get("reason"):
+            click.echo(f"  {row['short']}: {row['reason']}")
+
+
+def render_ports(ports: list[dict[str, Any]]) -> None:
+    for p in ports:
+        err = f"  error: {p['error']}" if p.get("error") else ""
+        click.echo(f"    {p['name']:<16}{p['kind']:<8} ofport {p['ofport']}  "
+                   f"mtu {p['mtu']}{err}")

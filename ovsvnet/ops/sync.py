@@ -1,0 +1,237 @@
+"""Bring a host in line: one OVSDB transaction for a change and all it implies, then the flows.
+
+Each state-changing operation is one OVSDB transaction that contains both the user's change
+and everything derived from it (ports, tunnels, MTU), followed by bringing the flows in
+line. ``sync`` is the same pass with no user change, so it is safe at any time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ovsvnet import flows as F
+from ovsvnet import ipsec
+from ovsvnet import model as M
+from ovsvnet.addresses import is_unicast_host
+from ovsvnet.config import VnetConfig
+from ovsvnet.desired import Layout, StaticPeer
+from ovsvnet.errors import OvsvnetError
+from ovsvnet.ops import state
+from ovsvnet.ops.host import Host, layout_for, peers, security, underlay
+from ovsvnet.ops.reconcile import stage
+from ovsvnet.system import ofctl, xfrm
+from ovsvnet.vnetid import VnetId
+
+
+@dataclass
+class SyncReport:
+    flow_changes: list[ofctl.FlowChange] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    pruned_learned: int = 0
+    #: peers that got no tunnel because they break a rule (address -> why)
+    rejected: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def changed_flows(self) -> int:
+        return sum(len(c.removed) + len(c.added) for c in self.flow_changes)
+
+
+PeerChange = Callable[[list[StaticPeer]], list[StaticPeer]]
+DefsChange = Callable[[dict[VnetId, VnetConfig]], dict[VnetId, VnetConfig]]
+
+
+def commit(host: Host, change: DefsChange,
+           peer_change: PeerChange | None = None, new_peer: str | None = None,
+           sources: dict[VnetId, str] | None = None, strict: bool = True) -> Layout | None:
+    """One transaction: the command's change plus everything derived from it.
+
+    ``change(defs)`` returns the new definitions; ``peer_change(statics)`` (staging its own
+    OVSDB edit) returns the new static peers. Both are re-run on TRY_AGAIN against a fresh
+    view, then :func:`ovsvnet.ops.reconcile.stage` adds the derived rows. ``sources`` (which
+    ``change`` may fill) marks new bridges with where their definition came from.
+    Interfaces ovs-vswitchd could not create fail the command (``strict``) or, for a sync,
+    are reported in ``layout.rejected`` so the pass goes on to the flows.
+    """
+    addresses = [t.address for t in peers(host) if is_unicast_host(t.address)]
+    und = underlay(host, addresses + ([new_peer] if new_peer else []))
+
+    def build(txn: Any) -> Layout:
+        defs, _ = state.definitions(host.db)
+        new_defs = change(dict(defs))
+        statics, bad = state.static_peer_keys(host.db)
+        if peer_change is not None:
+            statics = peer_change(statics)
+        layout = layout_for(host, list(new_defs.values()), und, statics, sources)
+        layout.rejected.update(bad)
+        stage(txn, host.db, layout)
+        return layout
+
+    layout = host.db.transact_vswitchd(build)
+    if layout is not None and layout.created_interfaces:
+        failed = host.db.failed_interfaces(layout.created_interfaces)
+        if failed and strict:
+            raise OvsvnetError("ovs-vswitchd could not create " + "; ".join(
+                f"{f.name}: {f.error}" for f in failed))
+        layout.rejected.update({f.name: f"ovs-vswitchd could not create it: {f.error}"
+                                for f in failed})
+    return layout
+
+
+FlowCache = dict[str, tuple[str, ...]]
+
+
+def _apply(host: Host, bridge: str, desired: list[F.Flow], report: SyncReport,
+           cache: FlowCache | None) -> None:
+    rendered = tuple(f.render() for f in desired)
+    if cache is not None and cache.get(bridge) == rendered:
+        return
+    report.flow_changes.append(ofctl.apply(host.rundir, bridge, desired))
+    if cache is not None:
+        cache[bridge] = rendered
+
+
+def apply_flows(host: Host, bridges: set[str] | None = None,
+                cache: FlowCache | None = None) -> SyncReport:
+    """Bring ovsvnet bridges' flows to the desired set (no-op when already there).
+
+    ``bridges`` limits the work to those bridges (a create touches its own bridge and the
+    transport bridge, not the other 999). ``cache`` remembers what was last applied per
+    bridge so a long-running agent skips bridges whose desired flows did not change; it
+    must be cleared when ovs-vswitchd may have lost flows (canary gone).
+    """
+    db = host.db
+    db.run()
+    report = SyncReport()
+    defs, _ = state.definitions(db)
+    sec = security(host)
+    active = {c.key: ipsec.LEVEL_CODES[c.security] for c in defs.values() if sec.active(c)}
+    jobs = [(cfg.bridge, F.vnet_bridge_flows(cfg.key)) for cfg in defs.values()
+            if (bridges is None or cfg.bridge in bridges) and db.bridge(cfg.bridge) is not None]
+    # Each bridge costs ovs-ofctl processes; run them side by side (they wait on
+    # ovs-vswitchd, not on this process), so 1000 vnets do not take 1000 round trips.
+    if len(jobs) > 1:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda job: _apply(host, job[0], job[1], report, cache), jobs))
+    elif jobs:
+        _apply(host, jobs[0][0], jobs[0][1], report, cache)
+    transport = db.bridge(M.TRANSPORT_BRIDGE)
+    if transport is None or transport.external_ids.get(M.ROLE) != M.ROLE_TRANSPORT:
+        return report
+    if bridges is not None and M.TRANSPORT_BRIDGE not in bridges:
+        return report
+    discovered = {d.address: d for d in host.learned()}
+    vnet_ports: list[F.VnetPort] = []
+    tunnel_ports: list[F.TunnelPort] = []
+    # The guard and the arming gate (see secure_arming): a secure tunnel port gets flows
+    # only while its IPsec policies and ovsvnet's own block policies are in the kernel.
+    armed = secure_arming(host, transport,
+                          want_guard=any(code != 0 for code in active.values()),
+                          failed=report.failed)
+    for port in transport.ports:
+        role = port.external_ids.get(M.ROLE)
+        iface = port.interfaces[0]
+        ofp = state.ofport(iface)
+        if role not in (M.ROLE_PATCH, M.ROLE_TUNNEL):
+            continue
+        if ofp is None:
+            report.failed.append(f"{port.name}: {(iface.error or ['no OpenFlow port'])[0]}")
+            continue
+        if role == M.ROLE_PATCH:
+            vid = VnetId.parse(port.external_ids[M.PORT_VNET])
+            if vid.key in active:
+                vnet_ports.append(F.VnetPort(vid.key, ofp, active[vid.key]))
+        else:
+            address = port.external_ids[M.PORT_PEER]
+            d = discovered.get(address)
+            level = ipsec.LEVEL_CODES.get(port.external_ids.get(M.PORT_LEVEL, "none"), 0)
+            if level != 0 and port.name not in armed:
+                continue  # unarmed: its frames hit table 0's drop, nothing is sent to it
+            tunnel_ports.append(F.TunnelPort(address, ofp, d.vnets if d else None, level))
+    applied_before = len(report.flow_changes)
+    _apply(host, M.TRANSPORT_BRIDGE, F.transport_flows(vnet_ports, tunnel_ports), report, cache)
+    if cache is None or len(report.flow_changes) > applied_before:
+        report.pruned_learned = ofctl.prune_learned(
+            host.rundir, M.TRANSPORT_BRIDGE, {t.ofport for t in tunnel_ports})
+    return report
+
+
+def _secure_tunnels(transport: Any) -> list[tuple[str, str, str]]:
+    """(port name, level, peer address) of the transport bridge's auth/conf tunnel ports."""
+    out = []
+    for port in transport.ports if transport is not None else []:
+        ext = port.external_ids
+        level = ext.get(M.PORT_LEVEL, "none")
+        if ext.get(M.ROLE) == M.ROLE_TUNNEL and level in ipsec.LEVELS and level != "none":
+            out.append((port.name, level, ext[M.PORT_PEER]))
+    return out
+
+
+def secure_arming(host: Host, transport: Any = None, *, want_guard: bool | None = None,
+                  failed: list[str] | None = None) -> frozenset[str]:
+    """The secure (auth/conf) tunnel ports that may carry traffic now: "armed".
+
+    A secure port is armed only on the kernel datapath, while ovsvnet's guard policies
+    (:mod:`ovsvnet.system.xfrm`) are in place *and* ``ip xfrm policy`` holds the port's own
+    ESP policies (:func:`ovsvnet.system.xfrm.policies_installed`, installed by the IKE daemon
+    for the monitor's conns). Stopping the IKE daemon removes its policies, so the next
+    pass disarms the port (the agent re-checks every ``canary_interval``); the guard covers
+    the seconds in between. ``want_guard`` True/False installs/removes the guard first
+    (``apply_flows`` does, from whether secure vnets are active); None only looks (the
+    agent's periodic check). Problems go to ``failed`` and leave every secure port unarmed.
+
+    Off the kernel datapath this never runs ``ip xfrm`` (nothing there uses xfrm, and the
+    test suite's userspace labs share the machine's xfrm tables) and arms nothing.
+    """
+    if state.datapath_type(host.db) != "system":
+        return frozenset()
+    if transport is None:
+        transport = host.db.bridge(M.TRANSPORT_BRIDGE)
+    secure = _secure_tunnels(transport)
+    if not secure and not want_guard:
+        if want_guard is None:
+            return frozenset()
+        # nothing secure left: remove a guard an earlier pass installed, if any (a kernel
+        # whose xfrm cannot even be listed has none: not a problem for a host without
+        # secure vnets)
+        try:
+            text = xfrm.read_policies()
+        except OvsvnetError:
+            return frozenset()
+        try:
+            xfrm.ensure(text, False)
+        except OvsvnetError as exc:
+            if failed is not None:
+                failed.append(str(exc))
+        return frozenset()
+    try:
+        text = xfrm.read_policies()
+        if want_guard is not None:
+            xfrm.ensure(text, want_guard)
+            guarded = want_guard
+        else:
+            guarded = xfrm.complete(text)
+    except OvsvnetError as exc:
+        if failed is not None:
+            failed.append(str(exc))
+        return frozenset()
+    if not guarded:
+        return frozenset()
+    return frozenset(name for name, level, peer in secure
+                     if xfrm.policies_installed(level, peer, text))
+
+
+def sync(host: Host, cache: FlowCache | None = None, change: DefsChange | None = None,
+         sources: dict[VnetId, str] | None = None) -> SyncReport:
+    """Reconcile OVSDB rows and flows with the stored definitions and peers.
+
+    The agent passes ``change`` (and ``sources``) to fold the cluster registry's vnets in,
+    in the same transaction (see :func:`ovsvnet.registry.model.plan`).
+    """
+    layout = commit(host, change or (lambda defs: defs), sources=sources, strict=False)
+    report = apply_flows(host, cache=cache)
+    if layout is not None:
+        report.rejected = dict(layout.rejected)
+    return report

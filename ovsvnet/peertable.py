@@ -58,7 +58,9 @@ class Limits:
 
     ``max_hold``: a peer's hold time is capped to this (an attacker's 65535 s cannot keep a
     ghost alive for 18 hours). ``max_peers``/``max_per_source``: peers in all, and peers
-    whose newest message came from one source address (a relay passes on a segment).
+    whose newest message came from one source address (a relay passes on a segment);
+    ``max_direct_per_source``: hosts speaking for themselves from one address (one host is
+    one id; a few allow for a host that changed its id and whose old one has not expired).
     ``max_age_ms``/``max_ahead_ms``: a sequence number carries its sender's clock (see
     :class:`ovsvnet.announce.SequenceGenerator`); one older or further ahead than this
     against ours is refused, so a captured announcement cannot be replayed later, and one
@@ -68,6 +70,7 @@ class Limits:
     max_hold: int | None = None
     max_peers: int = 1024
     max_per_source: int = 256
+    max_direct_per_source: int = 4
     max_age_ms: int | None = None
     max_ahead_ms: int | None = None
 
@@ -93,6 +96,7 @@ COUNTERS = (
     "source_cap",  # a new peer refused: its source already brought too many
     "hold_capped",  # a hold time lowered to the limit
     "id_clash",  # someone else announces this host's own id
+    "moved",  # a live peer's id claimed from another address (it may move once it expired)
 )
 
 
@@ -228,8 +232,13 @@ class PeerTable:
             return self._drop(stale, ann.origin)
 
         record = self._records.get(ann.origin)
+        if record is not None and record.peer is not None \
+                and record.peer.address != ann.address:
+            # Only the host at the known address speaks for a live peer: otherwise anyone
+            # holding the key could move (or LEAVE-kill) another host's tunnels.
+            return self._drop("moved", ann.origin)
         if (record is None or record.peer is None) and not ann.leaving:
-            full = self._full(src_addr)
+            full = self._full(src_addr, relayed)
             if full:
                 return self._drop(full, ann.origin)
         if record is not None and ann.seq < record.seq:
@@ -329,14 +338,15 @@ class PeerTable:
             return "too_old"
         return None
 
-    def _full(self, src_addr: str) -> str | None:
+    def _full(self, src_addr: str, relayed: bool) -> str | None:
         """Why a new peer cannot be taken in (None: it can)."""
         live = [r for r in self._records.values() if r.peer is not None]
         if len(live) >= self.limits.max_peers:
             return "peer_cap"
-        if sum(1 for r in live if r.last_src == src_addr) >= self.limits.max_per_source:
-            return "source_cap"
-        return None
+        cap = self.limits.max_per_source if relayed else self.limits.max_direct_per_source
+        same = sum(1 for r in live if r.last_src == src_addr and r.peer is not None
+                   and (r.peer.via is not None) == relayed)
+        return "source_cap" if same >= cap else None
 
     def _drop(self, action: str, origin: str) -> Verdict:
         self._counters[action] += 1

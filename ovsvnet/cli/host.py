@@ -141,6 +141,11 @@ def vifs(s: Session, vnet: str | None, as_json: bool) -> None:
 
 # -- status -------------------------------------------------------------------------------
 
+#: Peer-table counters that count refused datagrams (status shows them when not zero).
+DROP_REASONS = ("stale", "stranger", "spoofed", "too_old", "future", "peer_cap",
+                "source_cap", "moved", "id_clash")
+
+
 def _render_status(data: dict[str, Any]) -> None:
     h = data["host"]
     click.echo(f"host: datapath {h['datapath_type']}, tunnel endpoint {h['local_ip'] or '?'}, "
@@ -150,17 +155,25 @@ def _render_status(data: dict[str, Any]) -> None:
     if not a:
         click.echo("agent: not running (peers below are static only)")
     else:
+        discovery = ("off (registry only)" if not a.get("discovery", True) else
+                     "INSECURE: no key" if a.get("insecure_discovery") else
+                     f"auth {'on' if a['authenticated'] else 'off'}")
         click.echo(f"agent: {a['system_id']} up {a['uptime']}s, announcing to "
                    f"{a['group'] or 'static peers only'} every {a['interval']}s "
-                   f"(hold {a['hold_time']}s, auth {'on' if a['authenticated'] else 'off'}), "
+                   f"(hold {a['hold_time']}s, {discovery}), "
                    f"{a['syncs']} syncs, {a['vswitchd_restarts']} vswitchd restarts repaired")
         if a["peers"]:
             table(a["peers"], [("origin", "PEER"), ("address", "ADDRESS"), ("vnets", "VNETS"),
                                ("last_seen", "SEEN(s ago)"), ("via", "VIA")])
-        drops = {k: v for k, v in a["counters"].items()
-                 if v and (k.startswith("decode_") or k in ("stale", "stranger"))}
+        drops = {k: v for k, v in a["counters"].items() if v and k in DROP_REASONS
+                 or v and k.startswith("decode_")}
         if drops:
             click.echo("dropped: " + ", ".join(f"{k} {v}" for k, v in sorted(drops.items())))
+        for address in a.get("id_clashes", []):
+            click.echo(f"SYSTEM-ID CLASH: {address} announces this host's system-id "
+                       f"{a['system_id']}; give each host its own")
+        for address, why in sorted((a.get("rejected_peers") or {}).items()):
+            click.echo(f"peer {address} has no tunnel: {why}")
     click.echo("tunnels:")
     table_or(data["tunnels"], [("address", "  PEER"), ("vnets", "VNETS"), ("tunnel", "PORT"),
                                ("tunnel_state", "STATE")], "  none")

@@ -180,9 +180,26 @@ def agent_finding(status: dict[str, Any] | None) -> Finding:
         return Finding("agent", WARN, "no agent running: no discovery, static peers only, "
                        "no repair after ovs-vswitchd restarts",
                        "systemctl start ovsvnet-agent (see scripts/ovsvnet-agent.service)")
-    return Finding("agent", OK, f"agent {status.get('system_id')} running, "
+    name = status.get("system_id")
+    data = {"system_id": name}
+    if status.get("id_clashes"):
+        return Finding("agent", FAIL, f"another host announces this host's system-id {name} "
+                       f"(from {', '.join(status['id_clashes'])}): neither gets tunnels "
+                       "right", "give each host its own: ovs-vsctl set Open_vSwitch . "
+                       "external_ids:system-id=$(uuidgen), then restart the agent", data)
+    if status.get("insecure_discovery"):
+        return Finding("agent", WARN, f"agent {name} runs discovery without a key: anyone "
+                       "who can send UDP to its port can announce itself as a peer",
+                       "ovsvnet keygen /etc/ovsvnet/discovery.key (copy it to every host), "
+                       "then run the agent with --key-file", data)
+    rejected = status.get("rejected_peers") or {}
+    if rejected:
+        return Finding("agent", WARN, f"agent {name} left {len(rejected)} peer(s) out: "
+                       + "; ".join(f"{a}: {w}" for a, w in sorted(rejected.items())),
+                       "fix or remove those peers (ovsvnet status shows them)", data)
+    return Finding("agent", OK, f"agent {name} running, "
                    f"{len(status.get('peers') or [])} peer(s), up {status.get('uptime')}s",
-                   data={"system_id": status.get("system_id")})
+                   data=data)
 
 
 def multicast_finding(group: str, port: int, heard: dict[str, str], method: str,

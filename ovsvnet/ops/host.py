@@ -40,7 +40,8 @@ def security(host: Host) -> Security:
     inactive with this reason. The one verdict: commands, the agent and doctor all use it.
     """
     settings = dict(host.db.ovs.external_ids)
-    support = ipsec.support(state.datapath_type(host.db), **kernel.ipsec_facts(host.rundir))
+    support = ipsec.support(state.effective_datapath(host.db),
+                            **kernel.ipsec_facts(host.rundir))
     if not support.ok:
         return Security(support.reason)
     try:

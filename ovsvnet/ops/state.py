@@ -117,6 +117,17 @@ def datapath_type(db: Ovsdb) -> str:
     return sorted(offered)[0]
 
 
+def effective_datapath(db: Ovsdb) -> str:
+    """The datapath ovsvnet's tunnels really use: the transport bridge's own
+    ``datapath_type`` when it exists (a setting changed later applies to new bridges only),
+    else what new bridges would get. IPsec is decided on this, never on the setting alone:
+    userspace tunnels never pass through the kernel's XFRM."""
+    transport = db.bridge(M.TRANSPORT_BRIDGE)
+    if transport is not None:
+        return transport.datapath_type or "system"  # OVS's default for "" is system
+    return datapath_type(db)
+
+
 def domain_ports(bridge: Any) -> list[str]:
     """Ports on a vnet bridge that ovsvnet did not create: the domains plugged in."""
     return sorted(p.name for p in bridge.ports

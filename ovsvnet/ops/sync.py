@@ -185,7 +185,7 @@ def secure_arming(host: Host, transport: Any = None, *, want_guard: bool | None 
     Off the kernel datapath this never runs ``ip xfrm`` (nothing there uses xfrm, and the
     test suite's userspace labs share the machine's xfrm tables) and arms nothing.
     """
-    if state.datapath_type(host.db) != "system":
+    if state.effective_datapath(host.db) != "system":
         return frozenset()
     if transport is None:
         transport = host.db.bridge(M.TRANSPORT_BRIDGE)

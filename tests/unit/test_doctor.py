@@ -155,3 +155,14 @@ def test_xen_module_params_are_noted():
     assert "VXLAN" in notes[1] and "bogus=1 ignored" in notes[2]
 
 
+
+
+def test_agent_findings_say_what_is_unsafe():
+    base = {"system_id": "h1", "peers": [], "uptime": 3}
+    assert D.agent_finding(base).status == D.OK
+    f = D.agent_finding({**base, "insecure_discovery": True})
+    assert f.status == D.WARN and "without a key" in f.message and "keygen" in f.fix
+    f = D.agent_finding({**base, "id_clashes": ["10.0.0.9"]})
+    assert f.status == D.FAIL and "10.0.0.9" in f.message
+    f = D.agent_finding({**base, "rejected_peers": {"127.0.0.1": "peer: loopback"}})
+    assert f.status == D.WARN and "127.0.0.1: peer: loopback" in f.message

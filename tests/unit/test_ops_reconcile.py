@@ -88,3 +88,14 @@ def test_a_bridge_someone_else_made_is_a_conflict_and_nothing_changes(db):
         apply(db, [VnetConfig.build("98"), VnetConfig.build("97")])
     db.run()
     assert db.bridge("vnet0098") is None and db.bridge(M.TRANSPORT_BRIDGE) is None
+
+
+def test_ipsec_is_gated_on_the_transport_bridges_real_datapath(db):
+    """M3: a setting changed to "system" after br-vnet was made on netdev must not make
+    secure vnets look active: their tunnels would never pass through the kernel's XFRM."""
+    from ovsvnet.ops import state
+    apply(db, [VnetConfig.build("97")], [TunnelSpec("192.0.2.2")])
+    db.transact(lambda txn: db.ovs.setkey("external_ids", M.DATAPATH, "system"))
+    db.run()
+    assert state.datapath_type(db) == "system"  # what new bridges would get
+    assert state.effective_datapath(db) == "netdev"  # what the tunnels really use

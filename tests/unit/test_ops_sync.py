@@ -43,7 +43,7 @@ def xfrm(monkeypatch: pytest.MonkeyPatch) -> dict:
 
     monkeypatch.setattr(sync.xfrm, "read_policies", read)
     monkeypatch.setattr(sync.xfrm, "ensure", ensure)
-    monkeypatch.setattr(sync.state, "datapath_type", lambda db: st["datapath"])
+    monkeypatch.setattr(sync.state, "effective_datapath", lambda db: st["datapath"])
     return st
 
 

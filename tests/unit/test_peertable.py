@@ -85,8 +85,11 @@ def test_refresh_with_same_content_is_not_a_change():
 )
 def test_content_changes_are_changes(newer):
     t = table()
-    t.receive(ann(seq=1), "10.0.0.1", 1.0, STATIC)
-    assert t.receive(newer, newer.address, 2.0, STATIC).changed
+    t.receive(ann(seq=1, hold=2), "10.0.0.1", 1.0, STATIC)
+    if newer.address != "10.0.0.1":  # a live peer is not moved: its old record must expire
+        assert t.receive(newer, newer.address, 2.0, STATIC).action == "moved"
+        t.expire(4.0)
+    assert t.receive(newer, newer.address, 4.5, STATIC).changed
 
 
 def test_own_announcements_are_ignored():
@@ -620,3 +623,22 @@ def test_high_water_marks_survive_a_restart():
     second.remember(marks, 0.0)
     assert second.receive(ann(seq=7), "10.0.0.1", 1.0).action == "stale"  # a replay
     assert second.receive(ann(seq=8), "10.0.0.1", 1.0).accepted
+
+
+def test_only_the_host_at_the_known_address_speaks_for_a_live_peer():
+    """A key holder elsewhere cannot move host a's tunnels, nor LEAVE-kill it."""
+    t = table()
+    t.receive(ann(seq=1), "10.0.0.1", 1.0)
+    assert t.receive(ann(seq=2, address="10.6.6.6"), "10.6.6.6", 2.0).action == "moved"
+    assert t.receive(ann(seq=3, address="10.6.6.6", leaving=True), "10.6.6.6",
+                     2.0).action == "moved"
+    assert t.peer("a").address == "10.0.0.1" and t.counters["moved"] == 2
+    assert t.receive(ann(seq=4, leaving=True), "10.0.0.1", 3.0).accepted  # a itself may
+    assert t.peer("a") is None
+
+
+def test_one_address_speaks_for_few_ids_directly():
+    t = PeerTable(SELF, 0.0, STATIC, limits=Limits(max_direct_per_source=2))
+    for i, origin in enumerate("xyz"):
+        v = t.receive(ann(origin=origin, address="10.0.0.7"), "10.0.0.7", 1.0)
+        assert v.action == ("applied" if i < 2 else "source_cap")

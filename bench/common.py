@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ovsvnet.cli.delegate import agent_socket
 from ovsvnet.lab import LabError, LabHost, wait_until
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -396,8 +397,8 @@ class Agents:
     @staticmethod
     def status(host: LabHost, timeout: float = 5) -> dict[str, Any] | None:
         """The agent's ``status`` over its control socket (bounded by ``timeout``)."""
-        ctl = host.dir / "ovsvnet-agent.ctl"
-        if not ctl.exists():
+        ctl = agent_socket(str(host.dir))  # <rundir>/ovsvnet-agent.<pid>.ctl
+        if ctl is None:
             return None
         try:
             proc = subprocess.run(

@@ -63,7 +63,7 @@ def _timed(fn: Any) -> float:
 def _vsctl_add_br_args(ids: list[int]) -> list[str]:
     args: list[str] = []
     for k in ids:
-        br = f"vnet{k:04x}"
+        br = f"vnet-{k:04x}"
         args += ["--", "add-br", br, "--", "set", "Bridge", br, "datapath_type=netdev",
                  "fail_mode=secure"]
     return args[1:]
@@ -103,7 +103,7 @@ def create_one_method(hosts: Hosts, method: str, n: int, timeout: float) -> dict
         calls.append(_timed(lambda: ovsvnet(h, "create", *files, timeout=timeout)))
     elif method == "vsctl_per_call":
         for k in ids:
-            br = f"vnet{k:04x}"
+            br = f"vnet-{k:04x}"
             calls.append(_timed(lambda br=br: h.vsctl(
                 "add-br", br, "--", "set", "Bridge", br, "datapath_type=netdev",
                 "fail_mode=secure", timeout=timeout)))
@@ -381,7 +381,7 @@ def flows_and_ports(profile: Any, hosts: Hosts, log: Any) -> dict[str, Any]:
             ovsvnet(h, "create", *files, timeout=max(120, v * 2))
             have_vnets = v
         vnet_bridge_flows = sum(
-            _count_flows(h, f"vnet{k:04x}")["ovsvnet"] for k in _ids(v, FLOWS_BASE))
+            _count_flows(h, f"vnet-{k:04x}")["ovsvnet"] for k in _ids(v, FLOWS_BASE))
         order = profile.flows_peers if i % 2 == 0 else tuple(reversed(profile.flows_peers))
         for p in order:
             while len(have_peers) < p:

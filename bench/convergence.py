@@ -124,9 +124,9 @@ def run(profile: Any, log: Any) -> dict[str, Any]:
             agents.status(h3, timeout=30)  # the restarted agent answers
 
             # -- guests ----------------------------------------------------------------------
-            a1 = lab.add_guest("a1", "h1", "vnet0097", ip="192.168.97.1/24", mtu=1450)
-            a2 = lab.add_guest("a2", "h2", "vnet0097", ip="192.168.97.2/24", mtu=1450)
-            lab.add_guest("a3", "h3", "vnet0097", ip="192.168.97.3/24", mtu=1450)
+            a1 = lab.add_guest("a1", "h1", "vnet-0097", ip="192.168.97.1/24", mtu=1450)
+            a2 = lab.add_guest("a2", "h2", "vnet-0097", ip="192.168.97.2/24", mtu=1450)
+            lab.add_guest("a3", "h3", "vnet-0097", ip="192.168.97.3/24", mtu=1450)
             for dst in ("192.168.97.2", "192.168.97.3"):
                 if not ping_ok(a1.netns, dst, count=3, timeout=20):
                     raise LabError(f"a1 cannot ping {dst} before the convergence tests")

@@ -5,7 +5,7 @@ same run, repetitions interleaved (ovsvnet, OVS by hand, kernel, underlay, ovsvn
 so that background load on the machine spreads over all of them alike:
 
 (a) ``ovsvnet``  hosts a1, a2: ``ovsvnet create --id 97`` and each other as static peer;
-    guests on ``vnet0097`` with the MTU ovsvnet reports (vnet bridge -> patch -> br-vnet
+    guests on ``vnet-0097`` with the MTU ovsvnet reports (vnet bridge -> patch -> br-vnet
     -> VXLAN key=flow -> br-phy -> eth0, userspace datapath, AF_PACKET ports).
 (b) ``ovs_hand`` hosts b1, b2: the least OVS can do for the same job on the same
     datapath: one netdev bridge per host, one flow ``actions=NORMAL``, one VXLAN port
@@ -90,8 +90,8 @@ def build(lab: Lab) -> dict[str, Any]:
     mtu = json.loads(ovsvnet(a1, "show", f"{VNI:x}", "--json").stdout)["mtu"]
     if not mtu:
         raise LabError("ovsvnet show reported no MTU")
-    ga1 = lab.add_guest("ga1", "a1", "vnet0097", ip="192.168.97.1/24", mtu=mtu)
-    ga2 = lab.add_guest("ga2", "a2", "vnet0097", ip="192.168.97.2/24", mtu=mtu)
+    ga1 = lab.add_guest("ga1", "a1", "vnet-0097", ip="192.168.97.1/24", mtu=mtu)
+    ga2 = lab.add_guest("ga2", "a2", "vnet-0097", ip="192.168.97.2/24", mtu=mtu)
 
     b1, b2 = lab.add_host("b1", "s1"), lab.add_host("b2", "s1")
     _hand_ovs(b1, b2)

@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.max_revalidator:
                 h.vsctl("set", "Open_vSwitch", ".",
                         f"other_config:max-revalidator={args.max_revalidator}")
-        a1 = lab.add_guest("a1", "h1", "vnet0097", ip="192.168.97.1/24", mtu=1450)
-        lab.add_guest("a3", "h3", "vnet0097", ip="192.168.97.3/24", mtu=1450)
+        a1 = lab.add_guest("a1", "h1", "vnet-0097", ip="192.168.97.1/24", mtu=1450)
+        lab.add_guest("a3", "h3", "vnet-0097", ip="192.168.97.3/24", mtu=1450)
         if not ping_ok(a1.netns, "192.168.97.3", 3, 20):
             print("a1 cannot reach a3 before the first move", file=sys.stderr)
             return 1

@@ -49,6 +49,9 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
         made.append(_plot_flows(results["controlplane"]["flows_and_ports"], out / "flows.png"))
     if "convergence" in results:
         made.append(_plot_convergence(results["convergence"], out / "convergence.png"))
+    if results.get("ovn", {}).get("ratios"):
+        from bench import ovn_report
+        made.append(ovn_report.plot(results["ovn"], out / "ovn.png"))
     return made
 
 
@@ -338,6 +341,12 @@ def markdown(results: dict[str, Any], pngs: list[Path] | None = None) -> str:
         L.append("")
     if "registry" in results:
         L += _registry_markdown(results["registry"])
+    if "cost" in results:
+        from bench import cost
+        L += cost.markdown(results["cost"])
+    if "ovn" in results:
+        from bench import ovn_report
+        L += ovn_report.markdown(results["ovn"])
     if results.get("errors"):
         L += ["### Errors", ""] + [f"- {k}: {v}" for k, v in results["errors"].items()] + [""]
     if pngs:

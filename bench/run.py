@@ -26,7 +26,7 @@ from typing import Any
 from bench.common import loadavg, machine_info
 from ovsvnet.lab import have_root_and_ovs
 
-SECTIONS = ("dataplane", "controlplane", "convergence", "registry")
+SECTIONS = ("dataplane", "controlplane", "cost", "convergence", "registry", "ovn")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "bench"
 
@@ -82,12 +82,18 @@ def _section(name: str) -> Callable[[Profile, Callable[[str], None]], dict[str, 
     if name == "controlplane":
         from bench import controlplane
         return controlplane.run
+    if name == "cost":
+        from bench import cost
+        return cost.run
     if name == "convergence":
         from bench import convergence
         return convergence.run
     if name == "registry":
         from bench import registry_scale
         return registry_scale.run
+    if name == "ovn":
+        from bench import ovn
+        return ovn.run
     raise ValueError(name)
 
 

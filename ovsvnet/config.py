@@ -8,7 +8,9 @@ one never has to re-check it. Xen dropped unknown fields silently (its own vnet9
 from __future__ import annotations
 
 import difflib
+import functools
 import os
+import re
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,8 +26,21 @@ IFNAME_MAX = 14
 FIELDS = ("id", "bridge", "vnetif", "security")
 RESERVED_NAMES = ("br-vnet",)
 """Names ovsvnet uses for itself: ``br-vnet`` is the per-host transport bridge."""
-HOST_NAMES = ("lo", "ovs-system", "ovs-netdev")
-"""The host's own devices every Linux/OVS host has: never a vnet's bridge or vnetif."""
+HOST_NAMES = ("lo", "ovs-system", "ovs-netdev", "all", "default")
+"""The host's own devices every Linux/OVS host has (and ``all``/``default``, which name every
+device's sysctls: ``net.ipv4.conf.all``): never a vnet's bridge or vnetif."""
+OTHER_BRIDGES = ("br-int", "br-tun", "br-ex", "virbr0", "docker0", "lxdbr0", "incusbr0",
+                 "podman0", "cni-podman0")
+"""Bridges other programs create by these names (OVN/Neutron, libvirt's default network,
+Docker, LXD, Incus, Podman): a vnet of that name would take theirs over, or they ours."""
+AUTO_NAMES = (
+    (re.compile(r"^vnet[0-9]+$"), "libvirt's automatic tap names (vnet0, vnet1, ...)"),
+    (re.compile(r"^macvtap[0-9]+$"), "libvirt's automatic macvtap names"),
+    (re.compile(r"^macvlan[0-9]+$"), "libvirt's automatic macvlan names"),
+    (re.compile(r"^tap[0-9]+$"), "QEMU's automatic tap names (tap0, tap1, ...)"),
+)
+"""Names other programs give new devices on their own, counting up: a vnet named like one
+works until that program reaches the number (the second of the two fails to appear)."""
 MAX_FILE = 64 * 1024
 """A vnet definition is a line; a file larger than this (or /dev/zero) is not one."""
 RESERVED_PREFIXES = ("vt-", "vp-", "vx-", "gn-", "gr-")
@@ -83,6 +98,9 @@ def validate_ifname(field: str, name: str) -> str:
         raise ConfigError(f"{field}: {name!r} is reserved for ovsvnet's transport bridge")
     if name in HOST_NAMES:
         raise ConfigError(f"{field}: {name!r} is a device of every host, not a vnet's")
+    if name in OTHER_BRIDGES:
+        raise ConfigError(f"{field}: {name!r} is the bridge another program creates by that "
+                          "name (OVN, libvirt, Docker, LXD, Incus or Podman); pick another")
     for prefix in RESERVED_PREFIXES:
         if name.startswith(prefix):
             raise ConfigError(
@@ -90,6 +108,20 @@ def validate_ifname(field: str, name: str) -> str:
                 f"which ovsvnet reserves for its {_PREFIX_USE[prefix]}"
             )
     return name
+
+
+def default_bridge(vid: VnetId) -> str:
+    """The default bridge name: :func:`ovsvnet.vnetid.default_bridge_name`."""
+    return default_bridge_name(vid)
+
+
+def auto_name_clash(name: str) -> str | None:
+    """Whose automatic device names ``name`` has the form of (see :data:`AUTO_NAMES`), or
+    None. Accepted in a definition (Xen's ``vnet97`` must keep working); ``doctor`` warns."""
+    for pattern, whose in AUTO_NAMES:
+        if pattern.match(name):
+            return whose
+    return None
 
 
 def validate_security(level: str) -> str:
@@ -138,7 +170,7 @@ class VnetConfig:
         _ = vid.key
         return cls(
             id=vid,
-            bridge=default_bridge_name(vid) if bridge is None else bridge,
+            bridge=default_bridge(vid) if bridge is None else bridge,
             vnetif=vnetif,
             security="none" if security is None else security,
         )
@@ -172,6 +204,11 @@ class VnetConfig:
                 f"at offset {e.start})"
             ) from e
         return cls.from_sxp(text, name)
+
+    @functools.cached_property
+    def sxp(self) -> str:
+        """:meth:`to_sxp`, made once (every pass compares 1000 stored definitions with it)."""
+        return self.to_sxp()
 
     def to_sxp(self) -> str:
         """The canonical one-line form (long id), readable by :meth:`from_sxp`."""

@@ -1,12 +1,9 @@
 """The OpenFlow rules of a host, computed from its desired state (pure, no I/O).
 
-Two kinds of bridge carry ovsvnet flows:
-
-*vnet bridge* (one per vnet, domains plug in): local switching is plain MAC learning, so
-
-    priority=100 dl_src=<multicast>  -> drop     (a multicast source MAC is never valid)
-    priority=0                       -> NORMAL   (learn and switch; the patch port to the
-                                                  transport bridge is one more port)
+*vnet bridges* (one per vnet, domains plug in) carry no ovsvnet flows: local switching is
+plain MAC learning, the ``NORMAL`` flow ovs-vswitchd itself gives a ``fail_mode=standalone``
+bridge (the patch port to the transport bridge is one more port; NORMAL never learns a
+multicast source MAC, and the transport bridge drops such frames).
 
 *transport bridge* ``br-vnet`` (one per host; one patch port per vnet, one tunnel port per
 peer, ``options:key=flow``). Its pipeline, after Neutron's br-tun:
@@ -32,7 +29,8 @@ peer, ``options:key=flow``). Its pipeline, after Neutron's br-tun:
                           tun_id=K and a broadcast ARP or a RARP (what a guest sends when
                           it arrives after a migration): also learn a *locked* entry
                           (priority 110, hard timeout MOVE_LOCK seconds), see below
-    table 20 FROM_VNET    multicast/broadcast dst: goto 40; unicast: goto 30
+    table 20 FROM_VNET    multicast source MAC: drop (never valid, never leaves the host);
+                          multicast/broadcast dst: goto 40; unicast: goto 30
     table 30 UNICAST      learned (tun_id, dst MAC) -> output:that tunnel; else goto 40
     table 40 FLOOD        tun_id=K -> output to every peer carrying K, through the tunnel
                           of K's level (head-end replication)
@@ -169,15 +167,6 @@ class TunnelPort:
         return self.vnets is None or key in self.vnets
 
 
-def vnet_bridge_flows(key: int) -> list[Flow]:
-    c = cookie(KIND_VNET, key)
-    return [
-        Flow(0, 100, f"dl_src={MULTICAST_MAC}", "drop", c,
-             "a multicast source MAC is never valid; keeps MAC tables clean"),
-        Flow(0, 0, "", "NORMAL", c, "local switching with MAC learning"),
-    ]
-
-
 def _tun_src_field(address: str) -> str:
     return "tun_src" if ipaddress.ip_address(address).version == 4 else "tun_ipv6_src"
 
@@ -206,6 +195,8 @@ def transport_flows(vnets: list[VnetPort], tunnels: list[TunnelPort],
         Flow(T_FROM_TUNNEL, 0, "", "drop", base,
              "a key no local vnet uses, or a peer that does not carry it"),
         Flow(T_INTO_VNET, 0, "", "drop", base, "not admitted by table 10"),
+        Flow(T_FROM_VNET, 20, f"dl_src={MULTICAST_MAC}", "drop", base,
+             "a multicast source MAC is never valid; it does not leave the host"),
         Flow(T_FROM_VNET, 10, f"dl_dst={MULTICAST_MAC}", f"goto_table:{T_FLOOD}", base,
              "broadcast and multicast are flooded"),
         Flow(T_FROM_VNET, 0, "", f"goto_table:{T_UNICAST}", base, "unicast: look up"),

@@ -14,6 +14,7 @@ not fit: an error at definition time is better than two tenants on one LAN.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from .errors import VnetIdError
@@ -59,7 +60,7 @@ class VnetId:
             value = (value << 16) | _parse_field(stripped, field, index, len(fields) == 1)
         return cls(value)
 
-    @property
+    @functools.cached_property
     def canonical(self) -> str:
         """The 8-field ``%04x`` form Xen printed; the one spelling we store and show."""
         return ":".join(f"{(self.value >> (16 * i)) & 0xFFFF:04x}" for i in reversed(range(FIELDS)))
@@ -132,8 +133,10 @@ def parse_vnet_id(text: str) -> VnetId:
 
 
 def default_bridge_name(vid: VnetId) -> str:
-    """``vnet%04x`` of the key (``vnet%06x`` above 0xffff): unique because the key is."""
-    return _default_name("vnet", vid)
+    """``vnet-%04x`` of the key (``vnet-%06x`` above 0xffff): unique because the key is, and
+    never of the form ``vnet<number>`` libvirt gives its taps (``vnet1000`` would be the
+    1001st tap and the bridge of id 0x1000 without the ``-``)."""
+    return _default_name("vnet-", vid)
 
 
 def default_vnif_name(vid: VnetId) -> str:

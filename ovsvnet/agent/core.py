@@ -8,8 +8,10 @@ One single-threaded loop (python-ovs poller) waits on four things at once:
 * timers: announce every ``interval``, expire silent peers, check the flow canary;
 * the control socket (:mod:`ovsvnet.agent.control`).
 
-Self-repair: if the canary flow is gone, ovs-vswitchd restarted and lost every flow, so the
-flow cache is dropped and everything is reinstalled; if ovsdb-server goes away the IDL
+Self-repair: when ovs-vswitchd restarts (its pid and start time change) it has lost every
+flow, and the next pass installs them all in one bundle; if the canary flow is gone while
+ovs-vswitchd is the same process, someone deleted flows, and the next pass reads them back
+and repairs them (see :mod:`ovsvnet.system.flowstore`); if ovsdb-server goes away the IDL
 reconnects by itself and the loop reconciles once the fresh copy arrives. Meanwhile the data
 plane keeps forwarding with the flows it has.
 
@@ -35,16 +37,16 @@ from typing import Any
 import ovs.poller
 
 from ovsvnet import model as M
-from ovsvnet.agent import control
+from ovsvnet.agent import control, delegated, metrics_export
 from ovsvnet.agent.discovery import Discovery, DiscoveryOptions
 from ovsvnet.announce import GROUP, PORT
 from ovsvnet.desired import TunnelSpec
 from ovsvnet.errors import OvsvnetError
 from ovsvnet.ops import state
 from ovsvnet.ops.host import Host, security, underlay
-from ovsvnet.ops.sync import FlowCache, secure_arming, sync
+from ovsvnet.ops.sync import secure_arming, sync
 from ovsvnet.ovsdb import Ovsdb, SslFiles
-from ovsvnet.system import ofctl
+from ovsvnet.system import ofctl, proc, sdnotify
 from ovsvnet.system.log import event
 from ovsvnet.vnetid import VnetId
 
@@ -65,6 +67,8 @@ class AgentOptions:
     insecure_discovery: bool = False  # no key: anyone who can send UDP can join (said loudly)
     discovery: bool = True  # off: the registry alone (no socket on the discovery port)
     ssl: SslFiles | None = None  # TLS identity for ssl: registry remotes
+    metrics: metrics_export.MetricsOptions | None = None  # opt-in Prometheus exporter
+    runner: delegated.Runner | None = None  # runs CLI commands handed over (cli.delegate)
 
     @property
     def hold(self) -> int:
@@ -77,8 +81,16 @@ class AgentStats:
     sync_errors: int = 0
     last_sync_error: str | None = None
     vswitchd_restarts: int = 0
+    flows_repaired: int = 0  # flows found missing by the canary (deleted by hand), put back
+    sync_seconds: float = 0.0  # in reconcile passes, failed ones too
+    last_sync_seconds: float | None = None
     started: float = field(default_factory=time.time)
 
+
+#: ovs-vswitchd's pidfile in its run directory (OVS's default name).
+VSWITCHD_PIDFILE = "ovs-vswitchd.pid"
+#: Longest time between two looks at ovs-vswitchd's identity (s).
+SWITCH_CHECK = 0.5
 
 #: The newest sequence number heard per peer, kept across restarts (replay protection).
 SEEN_FILE = "ovsvnet-agent.seen"
@@ -113,8 +125,13 @@ class Agent:
         self.db = host.db
         self.system_id = ensure_system_id(self.db)
         now = time.monotonic()
-        self.cache: FlowCache = {}
+        #: the next pass also reads the flows back from the switch (``sync`` command,
+        #: canary gone)
+        self.full = False
+        #: ovs-vswitchd's identity (pid and start time) at the last look
+        self.vswitchd = proc.identity(os.path.join(host.rundir, VSWITCHD_PIDFILE))
         self.stats = AgentStats()
+        self.notifier = sdnotify.Notifier()  # systemd: ready after the first sync, watchdog
         self.stopping = False
         self.dirty = True
         self.seen_seqno = -1
@@ -134,10 +151,13 @@ class Agent:
             self._static_addresses, now) if opts.discovery else None
         if self.discovery is not None:
             self.discovery.join(self.local_ip)
+        self.exporter = metrics_export.Exporter(host, opts.metrics, self.status)
         self.control_path = control.path_for(host.rundir, opts.control)
         self.control = control.serve(self.control_path, {
             "status": lambda argv: json.dumps(self.status(), sort_keys=True),
+            "metrics": lambda argv: self.exporter.render(),
             "sync": self._cmd_sync,
+            "cli": self._cmd_cli,
         })
         now = time.monotonic()
         self.next_announce = now
@@ -176,6 +196,8 @@ class Agent:
                 "origin": p.origin, "address": p.address, "port": p.port,
                 "vnets": sorted(f"{vid.key:04x}" if vid.value < 1 << 24 else str(vid)
                                 for vid in p.vnets),
+                "levels": {f"{vid.key:04x}": level for vid, level in p.vnets.items()
+                           if vid.value < 1 << 24},
                 "last_seen": round(now - p.last_seen, 1), "hold_time": p.hold_time,
                 "static": p.static, "via": p.via,
             })
@@ -199,13 +221,22 @@ class Agent:
             "syncs": self.stats.syncs, "sync_errors": self.stats.sync_errors,
             "last_sync_error": self.stats.last_sync_error,
             "vswitchd_restarts": self.stats.vswitchd_restarts,
+            "flows_repaired": self.stats.flows_repaired,
+            "sync_seconds": round(self.stats.sync_seconds, 6),
+            "last_sync_seconds": self.stats.last_sync_seconds,
+            "inventory": self.exporter.inventory(self.armed),
             "announcements_sent": self.discovery.sent if self.discovery else 0,
             "uptime": round(time.time() - self.stats.started, 1),
             "registry": self.registry.status() if self.registry is not None else None,
         }
 
+    def _cmd_cli(self, argv: list[str]) -> str:
+        reply = delegated.run(argv[0] if argv else "", self.host, self.opts.runner)
+        self.dirty = True  # the command may have changed what the next pass sees
+        return reply
+
     def _cmd_sync(self, argv: list[str]) -> str:
-        self.cache.clear()
+        self.full = True
         self.dirty = True
         return "sync scheduled"
 
@@ -257,9 +288,9 @@ class Agent:
         started_at = self.db.run()
         try:
             if self.registry is not None:
-                report = self.registry.sync(self.cache)
+                report = self.registry.sync(self.full)
             else:
-                report = sync(self.host, self.cache)
+                report = sync(self.host, self.full)
         except Exception as exc:  # noqa: BLE001 - one failed pass must not stop the agent
             # OvsvnetError is the expected kind (OVS restarting, a rejected transaction);
             # anything else (an ovs-ofctl that timed out under load, a bug) is logged with
@@ -269,9 +300,11 @@ class Agent:
             self.stats.last_sync_error = detail
             event("sync-failed", level="warn", error=detail)
             self.retry_at = now + 1.0
-            self.cache.clear()
+            self.full = True  # what happened to the flows is unknown: read them back
             return
+        self.full = False
         self.stats.syncs += 1
+        self.notifier.ready(f"{self.stats.syncs} syncs, {self.stats.sync_errors} failed")
         self.dirty = False
         self.seen_seqno = started_at
         if report.rejected != self.rejected:
@@ -283,46 +316,92 @@ class Agent:
             event("synced", flows_changed=report.changed_flows,
                   tunnels=len(self.host.learned()), failed=";".join(report.failed) or "-")
 
+    def _check_switch(self) -> None:
+        """Has ovs-vswitchd restarted (and lost every flow)? Its pidfile names it, and a pid
+        with its start time names one lifetime: a look costs two small reads, so it is taken
+        every wake-up and at least every SWITCH_CHECK s, and the reinstall follows at once.
+        (A dropped OpenFlow connection would tell the same, but ovsvnet keeps none open;
+        the canary below also catches flows deleted by hand.)"""
+        now = proc.identity(os.path.join(self.host.rundir, VSWITCHD_PIDFILE))
+        if now is None or now == self.vswitchd:
+            return  # not running (the pass would fail: wait), or the same process
+        if self.vswitchd is not None:
+            self.stats.vswitchd_restarts += 1
+            event("vswitchd-restart-detected", level="warn", before=self.vswitchd, now=now)
+        self.vswitchd = now
+        self.dirty = True
+
     def _check_canary(self) -> None:
-        if self.db.bridge(M.TRANSPORT_BRIDGE) is None:
-            return
-        try:
-            present = ofctl.canary_present(self.host.rundir, M.TRANSPORT_BRIDGE)
-        except OvsvnetError:
-            present = False  # vswitchd is (re)starting: reinstall once it answers
-        if not present:
-            if self.cache:
-                self.stats.vswitchd_restarts += 1
-                event("vswitchd-restart-detected", level="warn")
-            self.cache.clear()
-            self.dirty = True
+        """The slow check: the canary flow is gone while ovs-vswitchd is the same process,
+        so someone deleted flows by hand; the next pass reads them back and repairs."""
+        if self.db.bridge(M.TRANSPORT_BRIDGE) is not None:
+            try:
+                present = ofctl.canary_present(self.host.rundir, M.TRANSPORT_BRIDGE)
+            except OvsvnetError:
+                present = True  # vswitchd is (re)starting: _check_switch sees to it
+            if not present:
+                self.stats.flows_repaired += 1
+                event("flows-missing", level="warn", bridge=M.TRANSPORT_BRIDGE)
+                self.full = True
+                self.dirty = True
         self._check_arming()
 
     def _check_arming(self) -> None:
         """Secure tunnels carry traffic only while their IPsec policies are in the kernel
         (secure_arming). The IKE daemon can drop or restore them at any time without
-        any OVSDB change, so look every canary_interval: a changed set -> a reconcile pass,
-        which disarms (or re-arms) the ports within seconds of charon stopping (starting)."""
+        any OVSDB change, so look every canary_interval and compare the look with what the
+        installed flows arm: a difference -> a reconcile pass, which disarms (or re-arms) the
+        ports within seconds of charon stopping (starting).
+
+        Not with the previous look: a pass in between (the agent's first, one for an OVSDB
+        change, a command's) looked at the kernel at its own moment and the flows keep what
+        it saw. Issue 14: the first pass armed, charon stopped, and the first look, with no
+        earlier look to differ from, asked for nothing: the tunnels stayed armed for good."""
+        from ovsvnet import flows as F
+        from ovsvnet.system import flowstore
+
         try:
             armed = secure_arming(self.host)
         except OvsvnetError:
             armed = frozenset()
-        if armed != self.armed:
-            first = self.armed is None
-            if not first:
-                event("secure-tunnels-armed", armed=",".join(sorted(armed)) or "-")
-            self.armed = armed
-            # the first look follows the start's own pass; it only matters when something
-            # is armed (never on the userspace datapath, so no extra pass there)
-            self.dirty = self.dirty or not first or bool(armed)
+        previous, self.armed = self.armed, armed
+        transport = self.db.bridge(M.TRANSPORT_BRIDGE)
+        record = (flowstore.load(self.host.rundir, M.TRANSPORT_BRIDGE)
+                  if transport is not None else None)
+        in_flows: set[str] | None = None
+        if transport is None:
+            stale = False  # no tunnels at all
+        elif record is None:
+            # no record of the installed flows (no ovs-vswitchd pidfile): compare looks,
+            # the first one included (the start's pass looked earlier)
+            stale = armed != previous
+        else:
+            # secure tunnel ports by the match of their table-0 flow; a port without an
+            # OpenFlow port can get no flow, so it does not count
+            ports = {}
+            for port in transport.ports:
+                ids = port.external_ids
+                if ids.get(M.ROLE) == M.ROLE_TUNNEL and ids.get(M.PORT_LEVEL, "none") != "none":
+                    ofp = state.ofport(port.interfaces[0]) if port.interfaces else None
+                    if ofp is not None:
+                        ports[f"in_port={ofp}"] = port.name
+            in_flows = {ports[m.split(",", 1)[0]] for table, _, m in record.flows
+                        if table == F.T_CLASSIFY and m.split(",", 1)[0] in ports}
+            stale = in_flows != armed & set(ports.values())
+        if (previous is not None and armed != previous) or (stale and in_flows is not None):
+            event("secure-tunnels-armed", armed=",".join(sorted(armed)) or "-",
+                  flows="?" if in_flows is None else ",".join(sorted(in_flows)) or "-")
+        self.dirty = self.dirty or stale
 
     # -- main loop ----------------------------------------------------------------------
 
     def run_once(self) -> None:
         now = time.monotonic()
+        self.notifier.tick(now)
         if self.db.run() != self.seen_seqno:
             self.dirty = True
         self.control.run()
+        self.exporter.run()
         heard = self.discovery.drain(now) if self.discovery is not None else set()
         if heard:
             self.dirty = True
@@ -339,7 +418,11 @@ class Agent:
                 self.dirty = True
             if self.provisional and now >= self.provisional_until:
                 self.dirty = True
+            if not os.path.isdir(self.host.rundir):
+                event("rundir-gone", level="warn", rundir=self.host.rundir)
+                self.stopping = True  # its OVS is gone for good (a lab removed under it)
             self.next_expire = now + 1
+        self._check_switch()
         if now >= self.next_canary:
             self._check_canary()
             self.next_canary = now + self.opts.canary_interval
@@ -347,7 +430,10 @@ class Agent:
             self.dirty = True
         connected = self.db.connected()
         if self.dirty and now >= self.retry_at and connected:
+            started = time.monotonic()
             self.reconcile(now)
+            self.stats.last_sync_seconds = round(time.monotonic() - started, 6)
+            self.stats.sync_seconds += self.stats.last_sync_seconds
         if self.registry is not None and connected:
             self.registry.publish(self.local_ip, self._local_vnets())
 
@@ -358,8 +444,12 @@ class Agent:
         if self.discovery is not None:
             poller.fd_wait(self.discovery.fileno(), ovs.poller.POLLIN)
         self.control.wait(poller)
-        wake = min(self.next_announce, self.next_expire, self.next_canary)
-        if self.dirty:
+        self.exporter.wait(poller)
+        wake = min(self.next_announce, self.next_expire, self.next_canary,
+                   self.notifier.next_ping, now + SWITCH_CHECK)
+        if self.dirty and connected:
+            # (not connected: the IDL wakes us when it is back; an immediate timer here
+            # spun at 30% of a core in agents whose ovsdb-server was gone)
             wake = min(wake, max(self.retry_at, now))
         poller.timer_wait(max(0, int((wake - time.monotonic()) * 1000)))
         poller.block()
@@ -380,10 +470,12 @@ class Agent:
             while not self.stopping:
                 self.run_once()
         finally:
+            self.notifier.stopping()
             self.announce(leaving=True)
             if self.registry is not None:
                 self.registry.close()
             self.control.close()
+            self.exporter.close()
             if self.discovery is not None:
                 self.discovery.close()
             event("stop", reason="signal")

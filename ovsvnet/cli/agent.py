@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from typing import Any
 
 import click
 
@@ -27,7 +28,8 @@ Examples:
   ovsvnet agent --interval 2 --key-file /etc/ovsvnet/discovery.key
   ovsvnet agent --no-multicast                   # static peers only (ovsvnet peer-add)
   ovsvnet agent --registry 10.0.0.1,10.0.0.2,10.0.0.3 --no-multicast   # the registry only
-  ovs-appctl -t /var/run/openvswitch/ovsvnet-agent.ctl status""")
+  ovsvnet agent --metrics-address 9798            # Prometheus: http://127.0.0.1:9798/metrics
+  ovs-appctl -t ovsvnet-agent status             # its control socket, as for OVS's daemons""")
 @click.option("--group", default=GROUP, show_default=True,
               help="Multicast group for announcements.")
 @click.option("--port", "disc_port", default=PORT, show_default=True, type=int,
@@ -53,11 +55,17 @@ Examples:
 @click.option("--registry", "agent_registry", metavar="REMOTES",
               help="Follow the cluster registry: carry its vnets, take peers from its chassis "
                    "table, publish this host (default: the global --registry).")
+@click.option("--metrics-address", metavar="[ADDRESS:]PORT",
+              help="Serve Prometheus metrics on http://ADDRESS:PORT/metrics (a port alone: "
+                   "127.0.0.1; 0.0.0.0:PORT for every address). Off by default.")
+@click.option("--metrics-textfile", type=click.Path(dir_okay=False), metavar="PATH",
+              help="Keep the metrics in PATH (*.prom) for node_exporter's textfile collector.")
 @click.option("--pidfile", type=click.Path(dir_okay=False), help="Write the pid here.")
 @pass_session
 def agent(s: Session, group: str, disc_port: int, ttl: int, interface: str | None,
           interval: float, hold: int | None, key_file: str | None, insecure_discovery: bool,
           no_multicast: bool, canary_interval: float, agent_registry: str | None,
+          metrics_address: str | None, metrics_textfile: str | None,
           pidfile: str | None) -> None:
     """Run the agent: discover peers, keep tunnels and flows right, repair after restarts.
 
@@ -69,6 +77,8 @@ def agent(s: Session, group: str, disc_port: int, ttl: int, interface: str | Non
     """
     from ovsvnet.agent.core import Agent, AgentOptions
     from ovsvnet.agent.discovery import read_key_file
+    from ovsvnet.agent.metrics_export import MetricsOptions, check_textfile
+    from ovsvnet.metrics import parse_address
     from ovsvnet.system import log
     from ovsvnet.system.proc import PidFile
 
@@ -87,7 +97,11 @@ def agent(s: Session, group: str, disc_port: int, ttl: int, interface: str | Non
                         key=read_key_file(key_file) if key_file else None,
                         multicast=not no_multicast, canary_interval=canary_interval,
                         registry=registry, insecure_discovery=insecure_discovery,
-                        discovery=discovery, ssl=s.ssl_files())
+                        discovery=discovery, ssl=s.ssl_files(),
+                        metrics=MetricsOptions(
+                            parse_address(metrics_address) if metrics_address else None,
+                            check_textfile(metrics_textfile) if metrics_textfile else None),
+                        runner=_run_command)
     if opts.registry:
         from ovsvnet.registry.model import normalize_remotes
         normalize_remotes(opts.registry)  # a typo is an error now, not a silent retry loop
@@ -118,3 +132,9 @@ def keygen(path: str) -> None:
     from ovsvnet.system import keyfiles
     keyfiles.write_key(path)
     click.echo(f"wrote a new key to {path} (mode 0600)")
+
+
+def _run_command(argv: list[str], prog: str, host: Any) -> tuple[int, str, str]:
+    """How the agent runs a command the CLI handed over: the CLI itself, on its host."""
+    from ovsvnet.cli import run_captured  # the root group, imported when first needed
+    return run_captured(argv, prog, host)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from ovsvnet.errors import EXIT_CODES
-from ovsvnet.ovsdb import DEFAULT_DB, rundir_for
+from ovsvnet.system.paths import DEFAULT_DB, rundir_for
 
 if TYPE_CHECKING:
     from ovsvnet.ops.host import Host
@@ -40,7 +40,13 @@ class Session:
         self.registry_remotes = registry
         self.tls = tls
         self._host: Host | None = None
+        self._borrowed = False
         self._registry: RegistryClient | None = None
+
+    def attach(self, host: Host) -> None:
+        """Use a host already open (the agent's), which :meth:`close` then leaves open."""
+        self._host = host
+        self._borrowed = True
 
     @property
     def host(self) -> Host:
@@ -78,7 +84,7 @@ class Session:
         return SslFiles(key, cert, ca)
 
     def close(self) -> None:
-        if self._host is not None:
+        if self._host is not None and not self._borrowed:
             self._host.db.close()
         if self._registry is not None:
             self._registry.close()

@@ -25,14 +25,26 @@ from ovsvnet.vnetid import VnetId, default_vnif_name
 
 @click.command(epilog="""\b
 Examples:
-  ovsvnet sync          # after an ovs-vswitchd restart, or any time
-  ovsvnet sync -v""")
+  ovsvnet sync                   # after an ovs-vswitchd restart, or any time
+  ovsvnet sync -v
+  ovsvnet sync --bridge vnet97   # a hook, before plugging a domain into vnet97
+  ovsvnet sync --full            # also compare the flows in the switch (hand edits)
+
+A sync sends only what differs from what ovsvnet installed last; it reads nothing back from
+the switch unless ovs-vswitchd restarted since, or --full is given. With --bridge it checks
+those vnets' bridges and patch ports and does a whole sync only if something is missing.
+With a running agent on this database the agent does the work (see OVSVNET_DIRECT).""")
 @click.option("-v", "--verbose", is_flag=True, help="Say how many flows changed.")
+@click.option("-b", "--bridge", "bridges", multiple=True, metavar="BRIDGE",
+              help="Only make sure these vnet bridges are in place (repeatable).")
+@click.option("--full", is_flag=True,
+              help="Also read the flows back from ovs-vswitchd and repair any that differ.")
 @pass_session
-def sync(s: Session, verbose: bool) -> None:
+def sync(s: Session, verbose: bool, bridges: tuple[str, ...], full: bool) -> None:
     """Bring bridges, ports, tunnels, MTU and flows in line with the stored state."""
     from ovsvnet.ops import sync as ops_sync
-    report = ops_sync.sync(s.host)
+    report = (ops_sync.sync_bridges(s.host, list(bridges), full) if bridges
+              else ops_sync.sync(s.host, full))
     report_sync(report, verbose=verbose)
     if not verbose:
         click.echo("in sync" if not report.changed_flows
@@ -136,7 +148,7 @@ def vifs(s: Session, vnet: str | None, as_json: bool) -> None:
     """Domain ports plugged into each vnet."""
     _per_vnet(s, vnet, as_json, "vifs_view", [
         ("vnet", "VNET"), ("bridge", "BRIDGE"), ("port", "PORT"), ("mac", "MAC"),
-        ("ofport", "OFPORT"), ("mtu", "MTU")], "no domain ports")
+        ("owner", "OWNER"), ("ofport", "OFPORT"), ("mtu", "MTU")], "no domain ports")
 
 
 # -- status -------------------------------------------------------------------------------

@@ -46,7 +46,8 @@ def _render_vnets(rows: list[dict[str, Any]], long: bool, all_: bool) -> None:
         if all_:
             click.echo("  vifs:" + ("" if row["vifs"] else " none"))
             for v in row["vifs"]:
-                click.echo(f"    {v['port']:<16}ofport {v['ofport']}  mtu {v['mtu']}")
+                click.echo(f"    {v['port']:<16}ofport {v['ofport']}  mtu {v['mtu']}  mac "
+                           f"{v['mac'] or '-'}  {v['owner'] or 'owner unknown'}")
             click.echo("  varp:" + ("" if row["varp"] else " none learned"))
             for e in row["varp"]:
                 click.echo(f"    {e['mac']}  peer {e['peer']}  idle {e['idle']}s")

@@ -88,6 +88,7 @@ class LocalVnets:
         cfg = vnets.resolve(host, text)
         data = views.vnet_view(host, cfg)
         data["sxp"] = cfg.to_sxp()
+        data["vifs"] = views.vifs_view(host, cfg)
         if with_flows:
             data["flows"] = ["bridge " + cfg.bridge + ":"] + annotated_flows(
                 self.s.rundir, cfg.bridge)
@@ -141,6 +142,9 @@ def _render_show(data: dict[str, Any]) -> None:
             click.echo(f"  {key + ':':<15}{value}")
     click.echo("  ports:")
     render_ports(data["ports"])
+    for v in data.get("vifs", []):
+        click.echo(f"  vif {v['port']}: guest mac {v['mac'] or '-'}, "
+                   f"{v['owner'] or 'owner unknown'}")
     if "sxp" in data:
         click.echo(f"  definition:    {data['sxp']}")
     for line in data.get("flows", []):
@@ -170,7 +174,7 @@ Examples:
   ovsvnet --registry 10.0.0.1 create --id 98 --chassis h1 --chassis h2    # two hosts""")
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
 @click.option("--id", "vid", metavar="ID", help="Vnet id (hex; short form = last field).")
-@click.option("--bridge", metavar="NAME", help="Bridge name (default vnet<id>).")
+@click.option("--bridge", metavar="NAME", help="Bridge name (default vnet-<id>, e.g. vnet-0097).")
 @click.option("--vnetif", metavar="NAME", help="Host interface on the vnet (default none).")
 @click.option("--security", type=click.Choice(SECURITY_LEVELS), help="Default none.")
 @click.option("--may-exist", is_flag=True, help="Succeed if an identical vnet exists.")

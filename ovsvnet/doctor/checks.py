@@ -26,6 +26,7 @@ from ovsvnet.doctor.findings import (
     kmod_finding,
     mtu_finding,
     multicast_finding,
+    names_finding,
     ovsdb_finding,
     parse_version,
     vswitchd_finding,
@@ -120,6 +121,10 @@ def _host_checks(host: Host, chosen: str, wanted: Callable[[str], bool], probe: 
             "xfrm", "esp", "esp_detail", "monitor_pid", "ike_running")})
         secure = sorted(c.id.short for c in defs.values() if c.security != "none")
         out.append(ipsec_finding(support, security(host).reason, secure, facts))
+    if wanted("names"):
+        out.append(names_finding(
+            [(c.id.short, f, n) for c in sorted(defs.values(), key=lambda c: c.id)
+             for f, n in (("bridge", c.bridge), ("vnetif", c.vnetif)) if n]))
     view = views.host_view(host)
     if wanted("mtu"):
         out.append(mtu_finding(view))

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ovsvnet import ipsec
+from ovsvnet.config import auto_name_clash
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 
@@ -216,6 +217,28 @@ def multicast_finding(group: str, port: int, heard: dict[str, str], method: str,
     return Finding("multicast", WARN, f"nobody answered on {group}:{port} ({method}): no other "
                    "agent on this segment, or multicast is filtered",
                    "hosts behind routers need 'ovsvnet peer-add HOST' on both sides", data)
+
+
+def names_finding(names: Iterable[tuple[str, str, str]]) -> Finding:
+    """``names``: (vnet short id, field, name) of every vnet bridge and vnetif. A name of
+    the form another program counts up on its own (libvirt's ``vnetN`` taps) is accepted
+    when defined (Xen's ``vnet97``), but the day that program reaches the number, whichever
+    of the two comes second cannot be created."""
+    clashes = []
+    for short, field_, name in names:
+        whose = auto_name_clash(name)
+        if whose:
+            clashes.append({"vnet": short, "field": field_, "name": name, "like": whose})
+    data: dict[str, Any] = {"clashes": clashes}
+    if not clashes:
+        return Finding("names", OK, "no vnet bridge or vnetif is named like another "
+                       "program's automatic devices", data=data)
+    what = "; ".join(f"vnet {c['vnet']} {c['field']} {c['name']} has the form of {c['like']}"
+                     for c in clashes)
+    return Finding("names", WARN, what + ": when that program reaches the number, the tap "
+                   "or the vnet's device cannot be created", "give the vnet another name "
+                   "(ovsvnet delete ID, then ovsvnet create --id ID: the default is vnet-ID), "
+                   "at least on hosts that run libvirt or QEMU", data)
 
 
 def _addr_key(a: str) -> tuple[int, Any]:

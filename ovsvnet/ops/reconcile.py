@@ -60,7 +60,14 @@ def _ensure_bridge(txn: Any, db: Ovsdb, name: str, external_ids: dict[str, str],
 
     A new bridge is given its whole port list by assignment (see :func:`_sync_ports`):
     python-ovs mutations on a row inserted in the same transaction are not reliable.
+
+    The transport bridge is ``fail_mode=secure``: it separates the vnets, and with no flows
+    it drops. A vnet bridge is ``standalone``: it holds one vnet's ports and nothing else, so
+    plain MAC learning is all it needs, and for a standalone bridge without a controller
+    ovs-vswitchd installs that flow (``NORMAL``) itself, also right after it restarts: a
+    thousand vnet bridges need no programming and cannot be left without flows.
     """
+    fail_mode = ["secure" if external_ids[M.ROLE] == M.ROLE_TRANSPORT else "standalone"]
     bridge = db.bridge(name)
     if bridge is not None:
         if bridge.external_ids.get(M.ROLE) != external_ids[M.ROLE]:
@@ -71,15 +78,15 @@ def _ensure_bridge(txn: Any, db: Ovsdb, name: str, external_ids: dict[str, str],
         if any(merged.get(k) != v for k, v in external_ids.items()):
             merged.update(external_ids)
             bridge.external_ids = merged
-        if bridge.fail_mode != ["secure"]:
-            bridge.fail_mode = ["secure"]
+        if bridge.fail_mode != fail_mode:
+            bridge.fail_mode = fail_mode  # ovs-vswitchd flushes the bridge's flows
         return bridge, False
     local = _insert_port(txn, db, name, "internal", {}, {}, mtu)
     bridge = db.insert(txn, "Bridge")
     bridge.name = name
     bridge.ports = [local]
     bridge.datapath_type = datapath_type
-    bridge.fail_mode = ["secure"]
+    bridge.fail_mode = fail_mode
     bridge.protocols = ["OpenFlow10", "OpenFlow13", "OpenFlow14", "OpenFlow15"]
     bridge.external_ids = external_ids
     # No in-band control flows: they would let a vnet's frames reach the host (Neutron
@@ -149,7 +156,7 @@ def stage(txn: Any, db: Ovsdb, layout: Layout) -> None:
             _delete_bridge(db, br)
 
     for cfg in layout.vnets:
-        ext = {M.ROLE: M.ROLE_VNET, M.VNET_ID: cfg.id.canonical, M.CONFIG: cfg.to_sxp()}
+        ext = {M.ROLE: M.ROLE_VNET, M.VNET_ID: cfg.id.canonical, M.CONFIG: cfg.sxp}
         if cfg.id in layout.sources:
             ext[M.SOURCE] = layout.sources[cfg.id]
         existing = db.bridge(cfg.bridge)

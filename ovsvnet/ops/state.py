@@ -38,15 +38,31 @@ def role(row: Any) -> str | None:
     return row.external_ids.get(M.ROLE)
 
 
+#: Stored definition text -> parsed definition. Parsing 1000 SXP definitions costs 0.3 s and
+#: the agent reads them on every pass; VnetConfig is immutable, so a parse is reused.
+_parsed: dict[str, VnetConfig] = {}
+
+
+def parse_stored(text: str, bridge: str) -> VnetConfig:
+    cfg = _parsed.get(text)
+    if cfg is None:
+        cfg = VnetConfig.from_sxp(text, source=f"bridge {bridge}")
+        if len(_parsed) > 65536:
+            _parsed.clear()
+        _parsed[text] = cfg
+    return cfg
+
+
 def definitions(db: Ovsdb) -> tuple[dict[VnetId, VnetConfig], list[BrokenVnet]]:
     """Every vnet defined on this host, keyed by id, plus bridges whose record is broken."""
     found: dict[VnetId, VnetConfig] = {}
     broken: list[BrokenVnet] = []
     for br in db.rows("Bridge"):
-        if role(br) != M.ROLE_VNET:
+        ids = br.external_ids
+        if ids.get(M.ROLE) != M.ROLE_VNET:
             continue
         try:
-            cfg = VnetConfig.from_sxp(ext(br, M.CONFIG) or "", source=f"bridge {br.name}")
+            cfg = parse_stored(ids.get(M.CONFIG) or "", br.name)
         except ConfigError as exc:
             broken.append(BrokenVnet(br.name, str(exc)))
             continue

@@ -8,7 +8,6 @@ line. ``sync`` is the same pass with no user change, so it is safe at any time.
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,11 +17,11 @@ from ovsvnet import model as M
 from ovsvnet.addresses import is_unicast_host
 from ovsvnet.config import VnetConfig
 from ovsvnet.desired import Layout, StaticPeer
-from ovsvnet.errors import OvsvnetError
+from ovsvnet.errors import NotFoundError, OvsvnetError
 from ovsvnet.ops import state
 from ovsvnet.ops.host import Host, layout_for, peers, security, underlay
 from ovsvnet.ops.reconcile import stage
-from ovsvnet.system import ofctl, xfrm
+from ovsvnet.system import flowstore, ofctl, xfrm
 from ovsvnet.vnetid import VnetId
 
 
@@ -80,48 +79,27 @@ def commit(host: Host, change: DefsChange,
     return layout
 
 
-FlowCache = dict[str, tuple[str, ...]]
-
-
-def _apply(host: Host, bridge: str, desired: list[F.Flow], report: SyncReport,
-           cache: FlowCache | None) -> None:
-    rendered = tuple(f.render() for f in desired)
-    if cache is not None and cache.get(bridge) == rendered:
-        return
-    report.flow_changes.append(ofctl.apply(host.rundir, bridge, desired))
-    if cache is not None:
-        cache[bridge] = rendered
-
-
 def apply_flows(host: Host, bridges: set[str] | None = None,
-                cache: FlowCache | None = None) -> SyncReport:
-    """Bring ovsvnet bridges' flows to the desired set (no-op when already there).
+                full: bool = False) -> SyncReport:
+    """Bring the transport bridge's flows to the desired set, sending only differences.
 
-    ``bridges`` limits the work to those bridges (a create touches its own bridge and the
-    transport bridge, not the other 999). ``cache`` remembers what was last applied per
-    bridge so a long-running agent skips bridges whose desired flows did not change; it
-    must be cleared when ovs-vswitchd may have lost flows (canary gone).
+    Vnet bridges need no programming: they run ``fail_mode=standalone``, for which
+    ovs-vswitchd itself installs the one flow they need (``NORMAL``) whenever it (re)starts.
+    The transport bridge's installed flows are remembered (:mod:`ovsvnet.system.flowstore`),
+    so a pass with nothing to change sends and reads nothing. ``bridges`` limits the work to
+    those bridges; ``full`` reads the flows back from the switch and repairs hand edits.
     """
     db = host.db
     db.run()
     report = SyncReport()
-    defs, _ = state.definitions(db)
-    sec = security(host)
-    active = {c.key: ipsec.LEVEL_CODES[c.security] for c in defs.values() if sec.active(c)}
-    jobs = [(cfg.bridge, F.vnet_bridge_flows(cfg.key)) for cfg in defs.values()
-            if (bridges is None or cfg.bridge in bridges) and db.bridge(cfg.bridge) is not None]
-    # Each bridge costs ovs-ofctl processes; run them side by side (they wait on
-    # ovs-vswitchd, not on this process), so 1000 vnets do not take 1000 round trips.
-    if len(jobs) > 1:
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(lambda job: _apply(host, job[0], job[1], report, cache), jobs))
-    elif jobs:
-        _apply(host, jobs[0][0], jobs[0][1], report, cache)
     transport = db.bridge(M.TRANSPORT_BRIDGE)
     if transport is None or transport.external_ids.get(M.ROLE) != M.ROLE_TRANSPORT:
         return report
     if bridges is not None and M.TRANSPORT_BRIDGE not in bridges:
         return report
+    defs, _ = state.definitions(db)
+    sec = security(host)
+    active = {c.key: ipsec.LEVEL_CODES[c.security] for c in defs.values() if sec.active(c)}
     discovered = {d.address: d for d in host.learned()}
     vnet_ports: list[F.VnetPort] = []
     tunnel_ports: list[F.TunnelPort] = []
@@ -131,28 +109,33 @@ def apply_flows(host: Host, bridges: set[str] | None = None,
                           want_guard=any(code != 0 for code in active.values()),
                           failed=report.failed)
     for port in transport.ports:
-        role = port.external_ids.get(M.ROLE)
-        iface = port.interfaces[0]
-        ofp = state.ofport(iface)
+        ids = port.external_ids
+        role = ids.get(M.ROLE)
         if role not in (M.ROLE_PATCH, M.ROLE_TUNNEL):
             continue
+        iface = port.interfaces[0]
+        ofp = state.ofport(iface)
         if ofp is None:
             report.failed.append(f"{port.name}: {(iface.error or ['no OpenFlow port'])[0]}")
             continue
         if role == M.ROLE_PATCH:
-            vid = VnetId.parse(port.external_ids[M.PORT_VNET])
+            vid = VnetId.parse(ids[M.PORT_VNET])
             if vid.key in active:
                 vnet_ports.append(F.VnetPort(vid.key, ofp, active[vid.key]))
         else:
-            address = port.external_ids[M.PORT_PEER]
+            address = ids[M.PORT_PEER]
             d = discovered.get(address)
-            level = ipsec.LEVEL_CODES.get(port.external_ids.get(M.PORT_LEVEL, "none"), 0)
+            level = ipsec.LEVEL_CODES.get(ids.get(M.PORT_LEVEL, "none"), 0)
             if level != 0 and port.name not in armed:
                 continue  # unarmed: its frames hit table 0's drop, nothing is sent to it
             tunnel_ports.append(F.TunnelPort(address, ofp, d.vnets if d else None, level))
-    applied_before = len(report.flow_changes)
-    _apply(host, M.TRANSPORT_BRIDGE, F.transport_flows(vnet_ports, tunnel_ports), report, cache)
-    if cache is None or len(report.flow_changes) > applied_before:
+    identity = flowstore.switch_identity(host.rundir, transport.uuid,
+                                         transport.datapath_type)
+    change = flowstore.install(host.rundir, M.TRANSPORT_BRIDGE,
+                               F.transport_flows(vnet_ports, tunnel_ports), identity, full)
+    report.flow_changes.append(change)
+    if change.removed:
+        # a tunnel may be gone: MACs learned behind it would send frames nowhere
         report.pruned_learned = ofctl.prune_learned(
             host.rundir, M.TRANSPORT_BRIDGE, {t.ofport for t in tunnel_ports})
     return report
@@ -223,15 +206,55 @@ def secure_arming(host: Host, transport: Any = None, *, want_guard: bool | None 
                      if xfrm.policies_installed(level, peer, text))
 
 
-def sync(host: Host, cache: FlowCache | None = None, change: DefsChange | None = None,
+def sync(host: Host, full: bool = False, change: DefsChange | None = None,
          sources: dict[VnetId, str] | None = None) -> SyncReport:
     """Reconcile OVSDB rows and flows with the stored definitions and peers.
 
     The agent passes ``change`` (and ``sources``) to fold the cluster registry's vnets in,
-    in the same transaction (see :func:`ovsvnet.registry.model.plan`).
+    in the same transaction (see :func:`ovsvnet.registry.model.plan`). ``full`` also reads
+    the flows back from the switch (see :func:`apply_flows`).
     """
     layout = commit(host, change or (lambda defs: defs), sources=sources, strict=False)
-    report = apply_flows(host, cache=cache)
+    report = apply_flows(host, full=full)
     if layout is not None:
         report.rejected = dict(layout.rejected)
     return report
+
+
+def in_place(host: Host, bridge: str) -> bool:
+    """Whether vnet bridge ``bridge`` is whole: its definition, its patch pair with OpenFlow
+    ports (when the vnet is active) and the transport bridge's flows installed into the
+    ovs-vswitchd running now. Reads one definition, not all of them, so a hook's check costs
+    the same at 1 and at 1000 vnets. Raises NotFoundError for a bridge that is no vnet."""
+    db = host.db
+    br = db.bridge(bridge)
+    ids = br.external_ids if br is not None else {}
+    if br is None or ids.get(M.ROLE) != M.ROLE_VNET:
+        raise NotFoundError(f"bridge: {bridge} is not a vnet bridge on this host "
+                            "(ovsvnet list shows them)")
+    try:
+        cfg = state.parse_stored(ids.get(M.CONFIG) or "", bridge)
+    except OvsvnetError:
+        return False  # broken record: a full pass reports it
+    if br.fail_mode != ["standalone"]:
+        return False
+    if not security(host).active(cfg):
+        return True  # stays local: nothing to plug into the transport bridge
+    here = db.interface(M.vnet_patch_name(cfg.key))
+    there = db.interface(M.transport_patch_name(cfg.key))
+    transport = db.bridge(M.TRANSPORT_BRIDGE)
+    if here is None or there is None or transport is None:
+        return False
+    if state.ofport(here) is None or state.ofport(there) is None:
+        return False
+    now = flowstore.switch_identity(host.rundir, transport.uuid, transport.datapath_type)
+    return now is not None and now == flowstore.recorded_identity(host.rundir,
+                                                                  M.TRANSPORT_BRIDGE)
+
+
+def sync_bridges(host: Host, bridges: list[str], full: bool = False) -> SyncReport:
+    """:func:`sync` for a hook that is about to plug (or has plugged) domains into
+    ``bridges``: nothing when they are in place (see :func:`in_place`), else a whole pass."""
+    if not full and all([in_place(host, b) for b in bridges]):
+        return SyncReport()
+    return sync(host, full)

@@ -147,6 +147,9 @@ def varp_flush(host: Host, cfg: VnetConfig | None = None) -> None:
 
 
 def vifs_view(host: Host, cfg: VnetConfig | None = None) -> list[dict[str, Any]]:
+    """Domain ports per vnet: ``mac`` is the guest's (the attacher's ``attached-mac``; None
+    when unrecorded), ``port_mac`` the host end's; ``owner`` says who plugged it in."""
+    from ovsvnet.owners import owner
     defs, _ = state.definitions(host.db)
     rows = []
     for c in sorted(defs.values(), key=lambda c: c.id):
@@ -159,9 +162,11 @@ def vifs_view(host: Host, cfg: VnetConfig | None = None) -> list[dict[str, Any]]
             if port.name == bridge.name or M.ROLE in port.external_ids:
                 continue
             iface = port.interfaces[0]
+            who = owner(iface.external_ids, port.external_ids)
             rows.append({
                 "vnet": c.id.short, "bridge": c.bridge, "port": port.name,
-                "mac": state.first(iface.mac_in_use),
+                "mac": who.guest_mac, "port_mac": state.first(iface.mac_in_use),
+                "owner": who.label, "owner_ids": who.to_dict(),
                 "ofport": state.ofport(iface),
                 "mtu": state.first(iface.mtu),
             })

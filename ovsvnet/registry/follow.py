@@ -2,8 +2,12 @@
 
 :class:`RegistryFollower` keeps a python-ovs IDL on the registry inside the agent's single
 loop (no thread): the agent calls :meth:`run` every turn and adds :meth:`wait` to its
-poller. The IDL talks to the Raft leader only and moves by itself when the leader changes
-or a member dies; it reconnects with backoff while nobody answers.
+poller. The IDL talks to any member that is connected to the cluster, as ovn-controller
+does (``leader_only=False``): a follower answers reads from its copy and forwards writes to
+the leader, so a leader change or a leadership transfer costs an agent nothing unless its
+own member dies or leaves, and then it moves to another at once (python-ovs refuses a member
+whose copy is older than one it has seen, so it never goes back in time). It reconnects
+with backoff while nobody answers.
 
 What the agent gets from it is a :class:`~ovsvnet.registry.Snapshot`, the last complete view
 taken *while connected*. While the registry is unreachable the snapshot simply stays as it
@@ -41,7 +45,7 @@ class RegistryFollower:
             "Vnet": [c for c in R.VNET_COLUMNS if c != "external_ids"],
             "Chassis": [c for c in R.CHASSIS_COLUMNS if c != "external_ids"],
             "Chassis_Private": ["name", "cfg", "attached", "conflicts"],
-        }, leader_only=True, backoff=BACKOFF_MS, what=f"the registry at {self.remotes}",
+        }, leader_only=False, backoff=BACKOFF_MS, what=f"the registry at {self.remotes}",
             ssl=ssl)
         self.db.cond_change("Chassis_Private", [["name", "==", name]])
         self.snapshot: R.Snapshot | None = None

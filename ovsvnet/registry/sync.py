@@ -26,7 +26,7 @@ from ovsvnet.config import VnetConfig
 from ovsvnet.desired import TunnelSpec
 from ovsvnet.ops import state
 from ovsvnet.ops.host import Host
-from ovsvnet.ops.sync import FlowCache, SyncReport, sync
+from ovsvnet.ops.sync import SyncReport, sync
 from ovsvnet.ovsdb import SslFiles
 from ovsvnet.registry import model as R
 from ovsvnet.registry.follow import RegistryFollower
@@ -88,10 +88,10 @@ class RegistrySync:
 
     # -- reconcile -------------------------------------------------------------------------------
 
-    def sync(self, cache: FlowCache) -> SyncReport:
+    def sync(self, full: bool = False) -> SyncReport:
         snap = self.follower.snapshot
         if snap is None:  # never reached: keep everything as it is
-            return sync(self.host, cache)
+            return sync(self.host, full)
         desired = snap.desired(self.name)
         sources: dict[VnetId, str] = {}
         plans: list[R.Plan] = []
@@ -119,7 +119,7 @@ class RegistrySync:
             plans[:] = [p]
             return p.defs
 
-        report = sync(self.host, cache, change, sources)
+        report = sync(self.host, full, change, sources)
         p = plans[-1] if plans else None
         if p is not None:
             for what, ids in (("registry-vnet-added", p.added),

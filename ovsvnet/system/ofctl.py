@@ -33,6 +33,8 @@ class FlowChange:
     bridge: str
     removed: list[str]
     added: list[str]
+    #: every static flow was replaced (the switch restarted since the last pass)
+    replaced: bool = False
 
     @property
     def changed(self) -> bool:
@@ -145,11 +147,17 @@ def apply(rundir: str, bridge: str, desired: list[F.Flow]) -> FlowChange:
         return FlowChange(bridge, [], [])
     mods = [f"flow delete_strict {_delete_spec(s)}" for s in removed]
     mods += [f"flow add {_with_table(s)}" for s in added]
+    bundle(rundir, bridge, mods)
+    return FlowChange(bridge, removed, added)
+
+
+def bundle(rundir: str, bridge: str, mods: list[str]) -> None:
+    """Send flow mods (``flow add ...``, ``flow delete_strict ...``) as one OpenFlow bundle:
+    ovs-vswitchd applies all of them or none."""
     with tempfile.NamedTemporaryFile("w", prefix="ovsvnet-bundle-", suffix=".txt") as f:
         f.write("\n".join(mods) + "\n")
         f.flush()
-        run_ofctl(rundir, bridge, "bundle", f.name)
-    return FlowChange(bridge, removed, added)
+        run_ofctl(rundir, bridge, "bundle", f.name, timeout=60)
 
 
 def prune_learned(rundir: str, bridge: str, live_ports: set[int]) -> int:

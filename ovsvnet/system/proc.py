@@ -88,6 +88,24 @@ def _stat(pid: int) -> tuple[str, str] | None:
     return stat[stat.index("(") + 1: stat.rindex(")")], stat[stat.rindex(")") + 2:][:1]
 
 
+def identity(pidfile: str | os.PathLike[str]) -> str | None:
+    """``PID:STARTTIME`` of the process a pidfile names, None when it does not run.
+
+    A pid can be reused; a pid with its start time (clock ticks since boot) cannot, so
+    two equal identities are one process lifetime. Reading it costs two small files."""
+    pid = read_pid(pidfile)
+    if pid is None:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()
+    if not fields or fields[0] in ("Z", "X"):
+        return None
+    return f"{pid}:{fields[19]}"  # field 22 of stat; fields[] starts at field 3
+
+
 def cmdline(pid: int) -> list[str]:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -155,7 +173,11 @@ def wait_until(pred: Callable[[], T], timeout: float = 10.0, interval: float = 0
 class PidFile:
     """A pidfile held for the life of a daemon: created without following symlinks,
     mode 0644, locked with ``flock`` so a second daemon is refused (not silently run beside
-    the first), removed on :meth:`release`."""
+    the first), removed on :meth:`release`. It also holds a POSIX (``fcntl``) lock, as OVS's
+    daemons do: ``ovs-appctl -t NAME`` trusts a pidfile only while its process holds one
+    (python-ovs's and OVS's ``read_pidfile`` test it with ``F_GETLK``, blind to ``flock``).
+    The POSIX lock drops if the process closes any descriptor of the file, so a daemon must
+    not open its own pidfile again."""
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
@@ -169,6 +191,7 @@ class PidFile:
             raise OvsvnetError(f"pidfile: cannot open {self.path}: {exc.strerror}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
             other = read_pid(self.path)

@@ -102,8 +102,8 @@ def test_tunnels_only_between_hosts_sharing_a_vnet_and_guests_ping():
                           timeout=10, what="tunnels between h1 and h2")
         assert tunnels(h3) == set()
         assert agent_peers(h3) == {h1.address, h2.address}  # heard, but no tunnel
-        g1 = lab.add_guest("g1", "h1", "vnet0097", ip="192.168.97.1/24", mtu=1450)
-        g2 = lab.add_guest("g2", "h2", "vnet0097", ip="192.168.97.2/24", mtu=1450)
+        g1 = lab.add_guest("g1", "h1", "vnet-0097", ip="192.168.97.1/24", mtu=1450)
+        g2 = lab.add_guest("g2", "h2", "vnet-0097", ip="192.168.97.2/24", mtu=1450)
         assert g1.ping(g2.addr, count=3, timeout=10)
         # h3 joins vnet 97: tunnels to it appear within a few intervals
         start = time.monotonic()
@@ -112,7 +112,7 @@ def test_tunnels_only_between_hosts_sharing_a_vnet_and_guests_ping():
                           and tunnels(h3) == {h1.address, h2.address},
                           timeout=10, what="tunnels to h3")
         print(f"\ndiscovery: tunnels to a new vnet member in {time.monotonic() - start:.2f}s")
-        g3 = lab.add_guest("g3", "h3", "vnet0097", ip="192.168.97.3/24", mtu=1450)
+        g3 = lab.add_guest("g3", "h3", "vnet-0097", ip="192.168.97.3/24", mtu=1450)
         assert g3.ping(g1.addr, count=3, timeout=10) and g3.ping(g2.addr, count=3, timeout=10)
         # the flood list names only peers carrying the vnet
         ovsvnet(h2, "delete", "97", "--force")
@@ -155,8 +155,8 @@ def test_relays_carry_discovery_across_a_router_without_storms():
                           timeout=15, what="every host to discover every other")
         assert wait_until(lambda: all(tunnels(h) == everyone - {h.address} for h in hosts),
                           timeout=15, what="a full mesh of tunnels")
-        ga = lab.add_guest("ga", "a2", "vnet0097", ip="192.168.97.1/24", mtu=1450)
-        gc = lab.add_guest("gc", "c1", "vnet0097", ip="192.168.97.3/24", mtu=1450)
+        ga = lab.add_guest("ga", "a2", "vnet-0097", ip="192.168.97.1/24", mtu=1450)
+        gc = lab.add_guest("gc", "c1", "vnet-0097", ip="192.168.97.3/24", mtu=1450)
         assert ga.ping(gc.addr, count=3, timeout=10)
         # no storm: the datagram count per announcement round is bounded and steady
         window = 6 * INTERVAL
@@ -204,8 +204,8 @@ def test_vswitchd_restart_is_repaired_without_a_command_and_agent_restart_is_qui
         for h in (h1, h2):
             ovsvnet(h, "create", "--id", "97")
             agents.start(h)
-        g1 = lab.add_guest("g1", "h1", "vnet0097", ip="192.168.97.1/24", mtu=1450)
-        g2 = lab.add_guest("g2", "h2", "vnet0097", ip="192.168.97.2/24", mtu=1450)
+        g1 = lab.add_guest("g1", "h1", "vnet-0097", ip="192.168.97.1/24", mtu=1450)
+        g2 = lab.add_guest("g2", "h2", "vnet-0097", ip="192.168.97.2/24", mtu=1450)
         assert wait_until(lambda: g1.ping(g2.addr, count=1, timeout=2), timeout=15,
                           what="first ping")
         h2.restart_vswitchd()
@@ -243,8 +243,8 @@ def test_ovsdb_restart_is_survived():
                                              if status(h1).get("agent", {}).get("peers")
                                              else []),
                           timeout=15, what="h1's agent to hear h2's vnet 98")
-        g1 = lab.add_guest("g1", "h1", "vnet0098", ip="192.168.98.1/24", mtu=1450)
-        g2 = lab.add_guest("g2", "h2", "vnet0098", ip="192.168.98.2/24", mtu=1450)
+        g1 = lab.add_guest("g1", "h1", "vnet-0098", ip="192.168.98.1/24", mtu=1450)
+        g2 = lab.add_guest("g2", "h2", "vnet-0098", ip="192.168.98.2/24", mtu=1450)
         assert wait_until(lambda: g1.ping(g2.addr, count=1, timeout=2), timeout=15,
                           what="vnet 98 traffic after the ovsdb restart")
 

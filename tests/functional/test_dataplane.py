@@ -42,10 +42,10 @@ def net():
         mtu = json.loads(ovsvnet(hosts[0], "show", "97", "--json").stdout)["mtu"]
         assert mtu == 1450
         for n, h in zip("123", hosts):
-            lab.add_guest(f"a{n}", h.name, "vnet0097", ip=f"192.168.97.{n}/24", mac=MAC[n],
+            lab.add_guest(f"a{n}", h.name, "vnet-0097", ip=f"192.168.97.{n}/24", mac=MAC[n],
                           mtu=mtu)
         for n, h in zip("12", hosts[:2]):
-            lab.add_guest(f"b{n}", h.name, "vnet0098", ip=f"192.168.97.{n}/24", mac=MAC[n],
+            lab.add_guest(f"b{n}", h.name, "vnet-0098", ip=f"192.168.97.{n}/24", mac=MAC[n],
                           mtu=mtu)
         yield lab
 
@@ -162,8 +162,8 @@ def test_mtu_reported_carries_full_size_frames_unfragmented(net):
         assert tcp_transfer(a1, a2, nbytes=2_000_000, timeout=30) == 2_000_000
     assert frags.count == 0, frags.lines
     # control: guests that ignore the MTU lose their full-size frames on the underlay
-    c1 = net.add_guest("c1", "h1", "vnet0097", ip="192.168.97.11/24", mtu=1500)
-    c2 = net.add_guest("c2", "h2", "vnet0097", ip="192.168.97.12/24", mtu=1500)
+    c1 = net.add_guest("c1", "h1", "vnet-0097", ip="192.168.97.11/24", mtu=1500)
+    c2 = net.add_guest("c2", "h2", "vnet-0097", ip="192.168.97.12/24", mtu=1500)
     try:
         assert c1.ping(c2.addr, count=2, timeout=10)
         assert c1.run("ping", "-n", "-M", "do", "-s", "1472", "-c", "2", "-w", "4",
@@ -206,7 +206,7 @@ def test_vswitchd_restart_then_sync_restores_traffic_and_sync_is_idempotent(net)
     assert not a1.ping(a2.addr, count=1, timeout=2), "traffic without flows?"
     ovsvnet(h2, "sync")
     assert a1.ping(a2.addr, count=3, timeout=15)
-    before = {br: flow_dump(h2, br) for br in ("br-vnet", "vnet0097", "vnet0098")}
+    before = {br: flow_dump(h2, br) for br in ("br-vnet", "vnet-0097", "vnet-0098")}
     out = ovsvnet(h2, "sync", "-v").stdout
     assert "flows: 0 changed" in out, out
     ovsvnet(h2, "sync")

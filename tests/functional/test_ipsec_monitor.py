@@ -525,4 +525,4 @@ def test_ovsvnet_stages_secure_tunnels_that_the_monitor_turns_into_the_promised_
     finally:
         db.transact(lambda txn: stage(txn, db, empty))
         db.close()
-    assert "vnet0098" not in host.vsctl("list-br")
+    assert "vnet-0098" not in host.vsctl("list-br")

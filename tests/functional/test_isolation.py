@@ -37,9 +37,9 @@ def test_a_peer_enters_only_the_vnets_it_carries():
         for h in (h1, h2):
             agents.start(h)
         assert wait_until(lambda: tunnels(h1) == {h2.address}, timeout=15, what="tunnel")
-        g97 = lab.add_guest("g97", "h1", "vnet0097", ip="192.168.97.1/24", mtu=1450)
-        g98 = lab.add_guest("g98", "h1", "vnet0098", ip="192.168.98.1/24", mtu=1450)
-        o97 = lab.add_guest("o97", "h2", "vnet0097", ip="192.168.97.2/24", mtu=1450)
+        g97 = lab.add_guest("g97", "h1", "vnet-0097", ip="192.168.97.1/24", mtu=1450)
+        g98 = lab.add_guest("g98", "h1", "vnet-0098", ip="192.168.98.1/24", mtu=1450)
+        o97 = lab.add_guest("o97", "h2", "vnet-0097", ip="192.168.97.2/24", mtu=1450)
         assert o97.ping(g97.addr, count=2, timeout=10)
         for vni, name, ip in ((0x98, "x98", "192.168.98.66/24"),
                               (0x97, "x97", "192.168.97.66/24")):
@@ -79,8 +79,8 @@ def test_a_bad_peer_beside_good_ones_blocks_nothing():
                     "ovsvnet-peer-10.77.1.99"):
             assert bad in proc.stderr, proc.stderr
         assert tunnels(h1) == {h2.address}
-        g1 = lab.add_guest("g1", "h1", "vnet0097", ip="192.168.97.1/24", mtu=1450)
-        g2 = lab.add_guest("g2", "h2", "vnet0097", ip="192.168.97.2/24", mtu=1450)
+        g1 = lab.add_guest("g1", "h1", "vnet-0097", ip="192.168.97.1/24", mtu=1450)
+        g2 = lab.add_guest("g2", "h2", "vnet-0097", ip="192.168.97.2/24", mtu=1450)
         assert g1.ping(g2.addr, count=2, timeout=10)
         # the agent: the same pass gives the good peer its tunnel and shows the bad ones
         agents.start(h1)

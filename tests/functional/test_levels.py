@@ -104,10 +104,10 @@ def test_no_frame_of_an_inactive_secure_vnet_crosses_the_underlay():
             h.ovsvnet("create", "--id", "97")
             h.ovsvnet("create", "--id", "98", "--security", "auth")
             h.ovsvnet("peer-add", other.address)
-        s1 = lab.add_guest("x1", "h1", "vnet0098", ip="192.168.98.1/24", mtu=1421)
-        s2 = lab.add_guest("x2", "h2", "vnet0098", ip="192.168.98.2/24", mtu=1421)
-        n1 = lab.add_guest("n1", "h1", "vnet0097", ip="192.168.97.1/24", mtu=1450)
-        n2 = lab.add_guest("n2", "h2", "vnet0097", ip="192.168.97.2/24", mtu=1450)
+        s1 = lab.add_guest("x1", "h1", "vnet-0098", ip="192.168.98.1/24", mtu=1421)
+        s2 = lab.add_guest("x2", "h2", "vnet-0098", ip="192.168.98.2/24", mtu=1421)
+        n1 = lab.add_guest("n1", "h1", "vnet-0097", ip="192.168.97.1/24", mtu=1450)
+        n2 = lab.add_guest("n2", "h2", "vnet-0097", ip="192.168.97.2/24", mtu=1450)
         seg = lab.segment("s1")
         # everything tunnelled: VXLAN, Geneve, GRE, ESP
         wire = "udp port 4789 or udp port 6081 or ip proto 47 or ip proto 50"

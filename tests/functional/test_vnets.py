@@ -64,10 +64,10 @@ def test_show_reports_ports_mtu_and_flows(host):
     ovsvnet(host, "create", "--id", "a1", "--vnetif", "vnifa1")
     try:
         data = json.loads(ovsvnet(host, "show", "a1", "--json").stdout)
-        assert data["bridge"] == "vnet00a1" and data["mtu"] == 1450
+        assert data["bridge"] == "vnet-00a1" and data["mtu"] == 1450
         assert {p["name"]: p["kind"] for p in data["ports"]} == {
-            "vnet00a1": "bridge", "vnifa1": "vnetif", "vt-0000a1": "patch"}
-        text = ovsvnet(host, "show", "vnet00a1", "--flows").stdout
+            "vnet-00a1": "bridge", "vnifa1": "vnetif", "vt-0000a1": "patch"}
+        text = ovsvnet(host, "show", "vnet-00a1", "--flows").stdout
         assert "actions=NORMAL" in text and "# vnet flow of vnet key 0xa1" in text
         assert vs(host, "get", "Interface", "vnifa1", "mtu_request") == "1450"
     finally:
@@ -122,7 +122,7 @@ def test_conflicts_change_nothing(host):
         cases = [
             (["create", "--id", "b2", "--bridge", "foreign0"], "did not create it"),
             (["create", "--id", "b1"], "already exists"),
-            (["create", "--id", "b2", "--bridge", "vnet00b1"], "already used by vnet 00b1"),
+            (["create", "--id", "b2", "--bridge", "vnet-00b1"], "already used by vnet 00b1"),
             (["create", "--id", "b2", "--vnetif", "vnifb1"], "already used by vnet 00b1"),
             (["create", "--may-exist", "--id", "b1", "--vnetif", "other"],
              "different definition"),
@@ -163,13 +163,13 @@ def test_racing_creates_one_wins(host):
 
 def test_delete_refuses_while_domains_are_plugged_in(host):
     ovsvnet(host, "create", "--id", "d1")
-    host.vsctl("add-port", "vnet00d1", "dom1", "--", "set", "Interface", "dom1",
+    host.vsctl("add-port", "vnet-00d1", "dom1", "--", "set", "Interface", "dom1",
                "type=internal")
     proc = ovsvnet(host, "delete", "d1", rc=3)
     assert "dom1" in proc.stderr and "--force" in proc.stderr
-    assert vs(host, "br-exists", "vnet00d1") == ""
+    assert vs(host, "br-exists", "vnet-00d1") == ""
     ovsvnet(host, "delete", "d1", "--force")
-    assert host.run("ovs-vsctl", "--db", host.db, "br-exists", "vnet00d1",
+    assert host.run("ovs-vsctl", "--db", host.db, "br-exists", "vnet-00d1",
                     check=False).returncode == 2
     ovsvnet(host, "delete", "d1", rc=4)
 
@@ -182,7 +182,7 @@ def test_xen_aliases_and_default_vnets(host):
                    "0000:0000:0000:0000:0000:0000:0000:00e1"]
     long = ovsvnet(host, "vnet-list", "-l", "e1").stdout
     assert long.strip() == ("(vnet (id 0000:0000:0000:0000:0000:0000:0000:00e1) "
-                            "(bridge vnet00e1) (vnetif vnife1) (security none))")
+                            "(bridge vnet-00e1) (vnetif vnife1) (security none))")
     ovsvnet(host, "vnet-delete", "vnif97")
     ovsvnet(host, "vnet-delete", "-b", "e1")
     ovsvnet(host, "setup", "--default-vnets")

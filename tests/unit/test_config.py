@@ -12,10 +12,12 @@ from hypothesis import strategies as st
 from ovsvnet.config import (
     HOST_NAMES,
     IFNAME_MAX,
+    OTHER_BRIDGES,
     RESERVED_NAMES,
     RESERVED_PREFIXES,
     SECURITY_LEVELS,
     VnetConfig,
+    auto_name_clash,
     validate_ifname,
 )
 from ovsvnet.errors import ConfigError, SxpError, VnetIdError
@@ -35,9 +37,28 @@ def sxp_error(text: str, source: str = "t.sxp") -> SxpError:
 
 def test_build_defaults() -> None:
     c = VnetConfig.build("97")
-    assert c == VnetConfig(id=VnetId(0x97), bridge="vnet0097", vnetif=None, security="none")
+    assert c == VnetConfig(id=VnetId(0x97), bridge="vnet-0097", vnetif=None, security="none")
     assert c.key == 0x97
-    assert VnetConfig.build(VnetId(0x10000)).bridge == "vnet010000"
+    assert VnetConfig.build(VnetId(0x10000)).bridge == "vnet-010000"
+
+
+@pytest.mark.parametrize("key", [0x2, 0x97, 0x1000, 0x9999, 0xFFFF, 0x100000, 0x999999,
+                                 0xFFFFFF])
+def test_default_bridge_never_has_the_form_of_an_automatic_name(key: int) -> None:
+    """libvirt names its taps vnet0, vnet1, ...: vnet%04x of 0x1000 was its tap 1000."""
+    name = VnetConfig.build(VnetId(key)).bridge
+    assert auto_name_clash(name) is None
+    assert len(name) <= IFNAME_MAX and validate_ifname("bridge", name) == name
+
+
+def test_automatic_names_are_accepted_and_recognised() -> None:
+    """Xen's explicit vnet97 keeps working; doctor warns (auto_name_clash says whose)."""
+    assert VnetConfig.build("97", bridge="vnet97").bridge == "vnet97"
+    assert "libvirt's automatic tap names" in (auto_name_clash("vnet97") or "")
+    assert "macvtap" in (auto_name_clash("macvtap3") or "")
+    assert "QEMU" in (auto_name_clash("tap0") or "")
+    for name in ("vnet-0097", "vnet97a", "vnetx", "vnet", "vnif97", "tap", "mytap0"):
+        assert auto_name_clash(name) is None, name
 
 
 def test_build_all_fields() -> None:
@@ -58,7 +79,7 @@ def test_build_all_fields() -> None:
         ({"id": "97", "security": "AUTH"}, ConfigError, "is not one of"),
         ({"id": "97", "bridge": "x", "vnetif": "x"}, ConfigError,
          "vnetif: must differ from bridge 'x'"),
-        ({"id": "97", "vnetif": "vnet0097"}, ConfigError, "must differ from bridge 'vnet0097'"),
+        ({"id": "97", "vnetif": "vnet-0097"}, ConfigError, "must differ from bridge 'vnet-0097'"),
         ({"id": "97", "bridge": ""}, ConfigError, "bridge: name is empty"),
     ],
 )
@@ -110,6 +131,13 @@ def test_ifname_ok(name: str) -> None:
         ("bridge", "--db=tcp", "starts with '-'"),
         ("vnetif", ".hidden", "starts with '.'"),
         ("bridge", "ovs-system", "a device of every host"),
+        ("bridge", "all", "a device of every host"),
+        ("vnetif", "default", "a device of every host"),
+        ("bridge", "br-int", "the bridge another program creates by that name"),
+        ("bridge", "virbr0", "the bridge another program creates by that name"),
+        ("vnetif", "docker0", "the bridge another program creates by that name"),
+        ("bridge", "-", "starts with '-'"),
+        ("bridge", "--help", "could be read as an option"),
         ("vnetif", "lo", "a device of every host"),
         ("bridge", "vnet%d", "contains '%'"),
         ("bridge", "a*?$(x)", "contains '*'"),
@@ -179,7 +207,7 @@ def test_from_sxp_fields_any_order_and_quoted() -> None:
         ("(vnet (id 97) (security secret))", 1, 25,
          "security: 'secret' is not one of none, auth, conf"),
         ("(vnet (id 97) (bridge b) (vnetif b))", 1, 34, "vnetif: must differ from bridge 'b'"),
-        ("(vnet (id 97) (vnetif vnet0097))", 1, 23, "must differ from bridge 'vnet0097'"),
+        ("(vnet (id 97) (vnetif vnet-0097))", 1, 23, "must differ from bridge 'vnet-0097'"),
     ],
 )
 def test_from_sxp_errors(text: str, line: int, column: int, words: str) -> None:
@@ -208,7 +236,7 @@ def test_to_dict_is_json_ready() -> None:
         "id": "0000:0000:0000:0000:0000:0000:0000:0097",
         "short": "0097",
         "key": 0x97,
-        "bridge": "vnet0097",
+        "bridge": "vnet-0097",
         "vnetif": "vnif97",
         "security": "none",
     }
@@ -220,7 +248,7 @@ ifname_chars = st.sampled_from(
 )
 ifnames = (
     st.text(ifname_chars, min_size=1, max_size=IFNAME_MAX)
-    .filter(lambda n: n[0] != "-" and n not in RESERVED_NAMES + HOST_NAMES)
+    .filter(lambda n: n[0] != "-" and n not in RESERVED_NAMES + HOST_NAMES + OTHER_BRIDGES)
     .filter(lambda n: not n.startswith(RESERVED_PREFIXES))
 )
 configs = st.builds(

@@ -14,11 +14,11 @@ def _outputs(flow: F.Flow) -> set[int]:
     return {int(p) for p in re.findall(r"output:(\d+)", flow.actions)}
 
 
-def test_vnet_bridge_switches_normally_and_drops_multicast_sources():
-    flows = F.vnet_bridge_flows(0x97)
-    assert [f.actions for f in flows] == ["drop", "NORMAL"]
-    assert all(F.cookie_kind(f.cookie) == F.KIND_VNET for f in flows)
-    assert all(f.cookie & 0xFFFFFF == 0x97 for f in flows)
+def test_multicast_sources_never_leave_the_host():
+    flows = F.transport_flows([F.VnetPort(0x97, 1)], [F.TunnelPort("10.0.0.2", 10)])
+    from_vnet = sorted((f for f in flows if f.table == F.T_FROM_VNET),
+                       key=lambda f: -f.priority)
+    assert from_vnet[0].match == f"dl_src={F.MULTICAST_MAC}" and from_vnet[0].actions == "drop"
 
 
 def test_frames_from_a_tunnel_only_reach_the_vnet_patch():
@@ -139,7 +139,7 @@ def test_flow_count_grows_as_vnets_plus_peers_plus_carried_pairs(n_vnets, n_peer
                for p in range(n_peers)]
     flows = F.transport_flows(vnets, tunnels)
     pairs = sum(len(c) for c in carried)
-    assert len(flows) <= 9 + 5 * n_vnets + n_peers + pairs
+    assert len(flows) <= 10 + 5 * n_vnets + n_peers + pairs
     assert len({(f.table, f.priority, f.match) for f in flows}) == len(flows), "duplicate match"
 
 

@@ -18,7 +18,8 @@ PURE = {
     "ovsvnet.errors", "ovsvnet.model", "ovsvnet.vnetid", "ovsvnet.sxp", "ovsvnet.config",
     "ovsvnet.flows", "ovsvnet.ipsec", "ovsvnet.announce", "ovsvnet.peertable",
     "ovsvnet.desired", "ovsvnet.rules", "ovsvnet.libvirt", "ovsvnet.addresses",
-    "ovsvnet.registry.model", "ovsvnet.doctor.findings",
+    "ovsvnet.registry.model", "ovsvnet.doctor.findings", "ovsvnet.owners",
+    "ovsvnet.metrics", "ovsvnet.map.model", "ovsvnet.map.dot", "ovsvnet.map.html",
 }
 #: What "I/O" means for the pure core: processes, sockets, netlink, the OVSDB IDL.
 FORBIDDEN = {"subprocess", "socket", "select", "pyroute2", "ovs", "fcntl", "urllib", "http"}

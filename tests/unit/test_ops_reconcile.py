@@ -17,12 +17,13 @@ from .conftest import VSWITCH_SCHEMA
 quiet_python_ovs()
 UND = Underlay("192.0.2.1", 1500, "configured")
 NO_IPSEC = Security("netdev")
+B97, B98 = VnetConfig.build("97").bridge, VnetConfig.build("98").bridge  # default names
 
 
 @pytest.fixture
 def db(ovsdb_server):
     d = Ovsdb(ovsdb_server(VSWITCH_SCHEMA), timeout=5)
-    d.transact(lambda txn: d.insert(txn, "Open_vSwitch"))
+    d.transact(lambda txn: setattr(d.insert(txn, "Open_vSwitch"), "bridges", []))
     yield d
     d.close()
 
@@ -42,17 +43,18 @@ def ports(db: Ovsdb, bridge: str) -> dict[str, dict[str, str]]:
 def test_a_vnet_gets_its_bridge_patch_pair_and_tunnels(db):
     v97 = VnetConfig.build("97", vnetif="vnif97")
     lay = apply(db, [v97], [TunnelSpec("192.0.2.2")])
-    br = db.bridge("vnet0097")
-    assert br.external_ids[M.ROLE] == M.ROLE_VNET and br.fail_mode == ["secure"]
+    br = db.bridge(B97)
+    assert br.external_ids[M.ROLE] == M.ROLE_VNET and br.fail_mode == ["standalone"]
+    assert db.bridge(M.TRANSPORT_BRIDGE).fail_mode == ["secure"]
     assert br.external_ids[M.CONFIG] == v97.to_sxp() and br.datapath_type == "netdev"
-    assert ports(db, "vnet0097")["vt-000097"][M.ROLE] == M.ROLE_PATCH
-    assert ports(db, "vnet0097")["vnif97"][M.ROLE] == M.ROLE_VNETIF
+    assert ports(db, B97)["vt-000097"][M.ROLE] == M.ROLE_PATCH
+    assert ports(db, B97)["vnif97"][M.ROLE] == M.ROLE_VNETIF
     transport = ports(db, M.TRANSPORT_BRIDGE)
     assert transport["vp-000097"][M.PORT_VNET] == v97.id.canonical
     assert transport["vx-c0000202"][M.PORT_PEER] == "192.0.2.2"
     assert db.interface("vx-c0000202").options["key"] == "flow"
     assert db.interface("vnif97").mtu_request == [1450]
-    assert {"vnet0097", "vnif97", "vt-000097", "vp-000097", "vx-c0000202",
+    assert {B97, "vnif97", "vt-000097", "vp-000097", "vx-c0000202",
             M.TRANSPORT_BRIDGE} <= lay.created_interfaces
 
 
@@ -64,30 +66,30 @@ def test_removing_a_vnet_removes_only_what_ovsvnet_made(db):
         iface.name = "vif3.0"
         port = db.insert(txn, "Port")
         port.name, port.interfaces = "vif3.0", [iface]
-        db.bridge("vnet0098").addvalue("ports", port)
+        db.bridge(B98).addvalue("ports", port)
         br = db.insert(txn, "Bridge")
         br.name = "br-admin"
         db.ovs.addvalue("bridges", br)
     db.transact(plug)
     apply(db, [VnetConfig.build("98")], [])
     db.run()
-    assert db.bridge("vnet0097") is None and db.bridge("br-admin") is not None
-    assert "vif3.0" in ports(db, "vnet0098")
+    assert db.bridge(B97) is None and db.bridge("br-admin") is not None
+    assert "vif3.0" in ports(db, B98)
     assert set(ports(db, M.TRANSPORT_BRIDGE)) == {M.TRANSPORT_BRIDGE, "vp-000098"}
     apply(db, [], [])
-    assert db.bridge(M.TRANSPORT_BRIDGE) is None and db.bridge("vnet0098") is None
+    assert db.bridge(M.TRANSPORT_BRIDGE) is None and db.bridge(B98) is None
 
 
 def test_a_bridge_someone_else_made_is_a_conflict_and_nothing_changes(db):
     def foreign(txn):
         br = db.insert(txn, "Bridge")
-        br.name = "vnet0097"
+        br.name = B97
         db.ovs.addvalue("bridges", br)
     db.transact(foreign)
-    with pytest.raises(ConflictError, match="'vnet0097' already exists in OVSDB and ovsvnet"):
+    with pytest.raises(ConflictError, match=f"'{B97}' already exists in OVSDB and ovsvnet"):
         apply(db, [VnetConfig.build("98"), VnetConfig.build("97")])
     db.run()
-    assert db.bridge("vnet0098") is None and db.bridge(M.TRANSPORT_BRIDGE) is None
+    assert db.bridge(B98) is None and db.bridge(M.TRANSPORT_BRIDGE) is None
 
 
 def test_ipsec_is_gated_on_the_transport_bridges_real_datapath(db):

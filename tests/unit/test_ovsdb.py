@@ -19,9 +19,10 @@ quiet_python_ovs()
 
 
 def _init(db: Ovsdb) -> None:
-    """A fresh conf.db has no Open_vSwitch row; ovs-vsctl init makes one."""
+    """A fresh conf.db has no Open_vSwitch row; ovs-vsctl init makes one. (A column is set:
+    python-ovs 3.1, Debian 12's, drops the insert of a row with no column given.)"""
     def build(txn):
-        db.insert(txn, "Open_vSwitch")
+        db.insert(txn, "Open_vSwitch").bridges = []
     db.transact(build)
 
 

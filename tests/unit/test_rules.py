@@ -18,7 +18,7 @@ DEFS = {c.id: c for c in (cfg("97", vnetif="vnif97"), cfg("98", bridge="blue"))}
 
 def test_resolve_by_id_in_any_form_bridge_or_vnetif():
     same = lambda c: c
-    assert rules.resolve(DEFS, same, "97", "here", "ls").bridge == "vnet0097"
+    assert rules.resolve(DEFS, same, "97", "here", "ls").bridge == "vnet-0097"
     assert rules.resolve(DEFS, same, "0:0:0:0:0:0:0:98", "here", "ls").bridge == "blue"
     assert rules.resolve(DEFS, same, "blue", "here", "ls").id == cfg("98").id
     assert rules.resolve(DEFS, same, "vnif97", "here", "ls").id == cfg("97").id
@@ -33,7 +33,7 @@ def test_check_create_names_each_clash():
         return rules.check_create(DEFS, wanted, **kw)
 
     assert check([cfg("99")]) == [cfg("99").id]
-    with pytest.raises(ConflictError, match=r"id: vnet 0097 already exists \(bridge vnet0097"):
+    with pytest.raises(ConflictError, match=r"id: vnet 0097 already exists \(bridge vnet-0097"):
         check([cfg("97", vnetif="vnif97")])
     assert check([cfg("97", vnetif="vnif97")], may_exist=True) == []
     with pytest.raises(ConflictError, match="different definition"):

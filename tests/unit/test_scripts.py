@@ -15,12 +15,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "network-vnet"
 HOOK = ROOT / "scripts" / "libvirt-hook"
+VIF = ROOT / "scripts" / "vif-ovsvnet"
 UNIT = ROOT / "scripts" / "ovsvnet-agent.service"
 
 
 @pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed")
 def test_scripts_are_shellcheck_clean():
-    proc = subprocess.run(["shellcheck", str(SCRIPT), str(HOOK)], capture_output=True,
+    proc = subprocess.run(["shellcheck", str(SCRIPT), str(HOOK), str(VIF)], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout
 

@@ -147,10 +147,10 @@ def test_keys_and_default_names_are_unique(a: int, b: int) -> None:
 
 
 def test_default_names() -> None:
-    assert default_bridge_name(VnetId(0x97)) == "vnet0097"
+    assert default_bridge_name(VnetId(0x97)) == "vnet-0097"
     assert default_vnif_name(VnetId(0x97)) == "vnif0097"
-    assert default_bridge_name(VnetId(0xFFFF)) == "vnetffff"
-    assert default_bridge_name(VnetId(0x10000)) == "vnet010000"
+    assert default_bridge_name(VnetId(0xFFFF)) == "vnet-ffff"
+    assert default_bridge_name(VnetId(0x10000)) == "vnet-010000"
     assert default_vnif_name(VnetId(0xABCDEF)) == "vnifabcdef"
     with pytest.raises(VnetIdError, match="too large"):
         default_bridge_name(VnetId(2**24))

@@ -36,7 +36,7 @@ Examples:
 
 \b
 Same as click's own: _OVSVNET_COMPLETE=bash_source ovsvnet""")
-@click.argument("shell", required=False, type=click.Choice(SHELLS))
+@click.argument("shell", required=False, type=click.Choice(SHELLS), metavar="[bash|zsh|fish]")
 def completion(shell: str | None) -> None:
     """Print the shell completion script for bash, zsh or fish (default: $SHELL)."""
     from click.shell_completion import get_completion_class

@@ -148,7 +148,10 @@ class Links:
         with self._op("open a netlink socket"):
             fd = _socket_in(self.netns)
             try:
-                self._ipr = IPRoute(fileno=fd, groups=0)
+                try:
+                    self._ipr = IPRoute(fileno=fd, groups=0)
+                except TypeError:  # pyroute2 0.7 (Debian 12) joins no groups, takes no such
+                    self._ipr = IPRoute(fileno=fd)
             except BaseException:
                 os.close(fd)
                 raise

@@ -343,7 +343,9 @@ def test_sequence_generator_follows_clock_but_never_goes_back():
 # ----------------------------------------------------------------------------- fuzz
 
 ids = st.text(
-    st.characters(codec="utf-8", categories=("L", "N", "P", "S", "Zs")), min_size=1, max_size=16
+    # whitelist_categories: Debian 12's hypothesis (6.67) knows no codec= (surrogates,
+    # category Cs, are not among these anyway)
+    st.characters(whitelist_categories=("L", "N", "P", "S", "Zs")), min_size=1, max_size=16
 ).filter(str.isprintable)
 addresses = st.one_of(
     st.ip_addresses(v=4).filter(lambda a: not (a.is_unspecified or a.is_multicast)),

@@ -118,7 +118,9 @@ def test_systemd_unit():
     assert "openvswitch-switch.service" in parser["Unit"]["After"]
     assert parser["Install"]["WantedBy"].startswith("multi-user.target")
     if shutil.which("systemd-analyze"):
-        proc = subprocess.run(["systemd-analyze", "verify", str(UNIT)], capture_output=True,
+        # --man=no: the unit's man pages exist only once the package is installed
+        proc = subprocess.run(["systemd-analyze", "verify", "--man=no", str(UNIT)],
+                              capture_output=True,
                               text=True, timeout=60)
         problems = [line for line in (proc.stdout + proc.stderr).splitlines()
                     if line.strip() and "is not executable" not in line

@@ -17,6 +17,15 @@ apt_packages=(
   busybox-static cpio
   # ovsvnet map renders with Graphviz; its test opens the HTML page in headless Chromium
   graphviz chromium
+  # container recipes (tests/functional/test_containers.py): each runtime runs privately
+  # inside a lab host, from a debootstrap root (no image registry is needed)
+  debootstrap docker.io podman runc lxd
+  # the Debian package (ci/build-deb.sh, tests/functional/test_package.py) and the agent
+  # under systemd in a booted Debian root (tests/functional/test_service.py)
+  debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools python3-click
+  lintian systemd-container man-db
+  # OVN as the benchmarks' peer (bench/ovn.py): started per lab by the bench, never globally
+  ovn-central ovn-host ovn-common
 )
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -32,7 +41,29 @@ if [ ${#missing[@]} -gt 0 ]; then
   fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  # The packages enable their units for the next boot on a host with systemd; ovsvnet's
+  # tests and benches run their own private daemons, so keep those off (what this script
+  # newly installed only: a host that already ran them keeps its choice).
+  if [ -d /run/systemd/system ]; then
+    for p in "${missing[@]}"; do
+      case "$p" in
+        docker.io) units="docker.service docker.socket containerd.service" ;;
+        lxd) units="lxd.socket lxd-containers.service" ;;
+        ovn-central|ovn-host) units="$p.service" ;;
+        *) continue ;;
+      esac
+      for unit in $units; do systemctl disable --now "$unit" >/dev/null 2>&1 || true; done
+    done
+  fi
 fi
+# Nothing of OVN may run system-wide (a bench starts its own per lab, elsewhere).
+for f in /var/run/ovn/ovn-northd.pid /var/run/ovn/ovn-controller.pid \
+    /var/run/ovn/ovnnb_db.pid /var/run/ovn/ovnsb_db.pid; do
+  if [ -e "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null; then
+    echo "install-deps: a system OVN daemon runs ($f); stop ovn-central/ovn-host first" >&2
+    exit 1
+  fi
+done
 
 # The virtualenv is built on Debian's python3 and sees its site packages, so `ovs` is
 # Debian's python3-openvswitch: it has python-ovs's C JSON parser (ovs._json), which PyPI's

@@ -129,7 +129,9 @@ def annotated_flows(rundir: str, bridge: str, key: int | None = None) -> list[st
     lines = []
     for line in ofctl.dump_vnet(rundir, bridge, key):
         c = ofctl.flow_cookie(line)
-        lines.append(f"{line}    # {F.describe_cookie(c) if c is not None else ''}")
+        what = F.describe_cookie(c) if c is not None else \
+            "ovs-vswitchd's own flow of a fail_mode=standalone bridge: MAC learning"
+        lines.append(f"{line}    # {what}")
     return lines
 
 

@@ -99,8 +99,8 @@ def _ensure_bridge(txn: Any, db: Ovsdb, name: str, external_ids: dict[str, str],
 
 def _sync_ports(txn: Any, db: Ovsdb, bridge: Any, created: bool,
                 wanted: dict[str, PortSpec],
-                layout: Layout) -> None:
-    """Make the ovsvnet-owned ports of ``bridge`` exactly ``wanted``.
+                layout: Layout, keep: frozenset[str] = frozenset()) -> None:
+    """Make the ovsvnet-owned ports of ``bridge`` exactly ``wanted`` (and ``keep`` as they are).
 
     ``wanted`` maps port name -> (type, options, external_ids, mtu_request). Ports without
     an ovsvnet role (domains, the bridge's own port) are left alone.
@@ -108,7 +108,7 @@ def _sync_ports(txn: Any, db: Ovsdb, bridge: Any, created: bool,
     existing = {} if created else {p.name: p for p in bridge.ports}
     new_ports = []
     for name, port in existing.items():
-        if M.ROLE in port.external_ids and name not in wanted:
+        if M.ROLE in port.external_ids and name not in wanted and name not in keep:
             _delete_port(bridge, port)
     for name, (itype, options, ext, mtu) in wanted.items():
         port = existing.get(name)
@@ -145,17 +145,21 @@ def _set_mtu(bridge: Any, mtu: int | None) -> None:
                     iface.mtu_request = [mtu]
 
 
-def stage(txn: Any, db: Ovsdb, layout: Layout) -> None:
-    """Stage every change that makes OVSDB hold ``layout`` (and nothing else of ovsvnet's)."""
+def stage(txn: Any, db: Ovsdb, layout: Layout, only: frozenset[str] | None = None) -> None:
+    """Stage every change that makes OVSDB hold ``layout`` (and nothing else of ovsvnet's).
+
+    ``only`` (vnet bridge names) limits the change to those vnets and the tunnels: what a
+    hook repairs before plugging a domain, leaving every other vnet as it is."""
     db.ovs.verify("bridges")
     wanted_bridges = {cfg.bridge for cfg in layout.vnets}
+    in_scope = [cfg for cfg in layout.vnets if only is None or cfg.bridge in only]
 
     # Vnet bridges that are no longer defined go first, so a name can be reused at once.
-    for br in db.rows("Bridge"):
+    for br in db.rows("Bridge") if only is None else []:
         if br.external_ids.get(M.ROLE) == M.ROLE_VNET and br.name not in wanted_bridges:
             _delete_bridge(db, br)
 
-    for cfg in layout.vnets:
+    for cfg in in_scope:
         ext = {M.ROLE: M.ROLE_VNET, M.VNET_ID: cfg.id.canonical, M.CONFIG: cfg.sxp}
         if cfg.id in layout.sources:
             ext[M.SOURCE] = layout.sources[cfg.id]
@@ -182,14 +186,15 @@ def stage(txn: Any, db: Ovsdb, layout: Layout) -> None:
 
     transport = db.bridge(M.TRANSPORT_BRIDGE)
     if not layout.active_keys:
-        if transport is not None and transport.external_ids.get(M.ROLE) == M.ROLE_TRANSPORT:
+        if transport is not None and transport.external_ids.get(M.ROLE) == M.ROLE_TRANSPORT \
+                and only is None:
             _delete_bridge(db, transport)
         return
     bridge, created = _ensure_bridge(
         txn, db, M.TRANSPORT_BRIDGE, {M.ROLE: M.ROLE_TRANSPORT}, layout.datapath_type,
         layout, None)
     wanted = {}
-    for cfg in layout.vnets:
+    for cfg in in_scope:
         if cfg.key not in layout.active_keys:
             continue
         wanted[M.transport_patch_name(cfg.key)] = (
@@ -198,7 +203,9 @@ def stage(txn: Any, db: Ovsdb, layout: Layout) -> None:
     for spec in layout.tunnels:
         itype, options = layout.interfaces[spec.name]
         wanted[spec.name] = (itype, options, spec.external_ids(), None)
-    _sync_ports(txn, db, bridge, created, wanted, layout)
+    others = frozenset() if only is None else frozenset(
+        M.transport_patch_name(cfg.key) for cfg in layout.vnets if cfg.bridge not in only)
+    _sync_ports(txn, db, bridge, created, wanted, layout, keep=others)
     if layout.ipsec_other_config is not None:
         other = dict(db.ovs.other_config)
         wanted_other = {k: v for k, v in other.items() if k not in ipsec.OTHER_CONFIG_KEYS}

@@ -44,7 +44,8 @@ DefsChange = Callable[[dict[VnetId, VnetConfig]], dict[VnetId, VnetConfig]]
 
 def commit(host: Host, change: DefsChange,
            peer_change: PeerChange | None = None, new_peer: str | None = None,
-           sources: dict[VnetId, str] | None = None, strict: bool = True) -> Layout | None:
+           sources: dict[VnetId, str] | None = None, strict: bool = True,
+           only: frozenset[str] | None = None) -> Layout | None:
     """One transaction: the command's change plus everything derived from it.
 
     ``change(defs)`` returns the new definitions; ``peer_change(statics)`` (staging its own
@@ -65,7 +66,7 @@ def commit(host: Host, change: DefsChange,
             statics = peer_change(statics)
         layout = layout_for(host, list(new_defs.values()), und, statics, sources)
         layout.rejected.update(bad)
-        stage(txn, host.db, layout)
+        stage(txn, host.db, layout, only)
         return layout
 
     layout = host.db.transact_vswitchd(build)
@@ -224,8 +225,9 @@ def sync(host: Host, full: bool = False, change: DefsChange | None = None,
 def in_place(host: Host, bridge: str) -> bool:
     """Whether vnet bridge ``bridge`` is whole: its definition, its patch pair with OpenFlow
     ports (when the vnet is active) and the transport bridge's flows installed into the
-    ovs-vswitchd running now. Reads one definition, not all of them, so a hook's check costs
-    the same at 1 and at 1000 vnets. Raises NotFoundError for a bridge that is no vnet."""
+    ovs-vswitchd running now, this vnet's among them. Reads one definition, not all of
+    them, so a hook's check costs the same at 1 and at 1000 vnets. Raises NotFoundError for
+    a bridge that is no vnet."""
     db = host.db
     br = db.bridge(bridge)
     ids = br.external_ids if br is not None else {}
@@ -248,8 +250,12 @@ def in_place(host: Host, bridge: str) -> bool:
     if state.ofport(here) is None or state.ofport(there) is None:
         return False
     now = flowstore.switch_identity(host.rundir, transport.uuid, transport.datapath_type)
-    return now is not None and now == flowstore.recorded_identity(host.rundir,
-                                                                  M.TRANSPORT_BRIDGE)
+    if now is None or now != flowstore.recorded_identity(host.rundir, M.TRANSPORT_BRIDGE):
+        return False
+    # A domain is about to depend on this vnet: look at its own flows (one small read, the
+    # same at 1 and 1000 vnets), which someone may have deleted by hand since the record.
+    return any(f" table={F.T_INTO_VNET}," in line
+               for line in ofctl.dump_vnet(host.rundir, M.TRANSPORT_BRIDGE, cfg.key))
 
 
 def sync_bridges(host: Host, bridges: list[str], full: bool = False) -> SyncReport:
@@ -257,4 +263,10 @@ def sync_bridges(host: Host, bridges: list[str], full: bool = False) -> SyncRepo
     ``bridges``: nothing when they are in place (see :func:`in_place`), else a whole pass."""
     if not full and all([in_place(host, b) for b in bridges]):
         return SyncReport()
-    return sync(host, full)
+    # something was missing: put those vnets (and the tunnels) in place, no other vnet, and
+    # compare the flows with the switch (trust no record)
+    layout = commit(host, lambda defs: defs, strict=False, only=frozenset(bridges))
+    report = apply_flows(host, full=True)
+    if layout is not None:
+        report.rejected = dict(layout.rejected)
+    return report

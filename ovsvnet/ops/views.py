@@ -124,16 +124,19 @@ def varp_view(host: Host, cfg: VnetConfig | None = None) -> list[dict[str, Any]]
             ofctl.output_port(flow)
         if key is None or mac is None or out is None:
             continue
-        key = int(key.value)
-        vnet = by_key.get(key)
-        entry = {
-            "vnet": vnet.id.short if vnet else f"key {key:#x}",
-            "mac": str(netaddr.EUI(str(mac), dialect=netaddr.mac_unix_expanded)),
-            "peer": ports.get(out, f"port {out}"),
-            "idle": int(flow.info.get("idle_age", 0)),
-            "age": int(flow.info.get("duration", 0)),
-            "locked": int(flow.match.get("priority", 0)) > 100,
-        }
+        try:
+            key_value = int(key, 0)
+            entry = {
+                "vnet": "", "mac": str(netaddr.EUI(mac, dialect=netaddr.mac_unix_expanded)),
+                "peer": ports.get(out, f"port {out}"),
+                "idle": int(flow.info.get("idle_age", "0")),
+                "age": int(float(flow.info.get("duration", "0s").rstrip("s"))),
+                "locked": int(flow.match.get("priority", "0")) > 100,
+            }
+        except (ValueError, netaddr.AddrFormatError):
+            continue  # not a line of ours
+        vnet = by_key.get(key_value)
+        entry["vnet"] = vnet.id.short if vnet else f"key {key_value:#x}"
         # a locked entry (from a move announcement) is the one lookups use
         current = rows.get((entry["vnet"], entry["mac"]))
         if current is None or (entry["locked"] and not current["locked"]):

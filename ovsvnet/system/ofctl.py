@@ -63,20 +63,56 @@ def run_ofctl(rundir: str, bridge: str, *args: str, check: bool = True,
 
 def dump(rundir: str, bridge: str, *match: str) -> list[str]:
     out = run_ofctl(rundir, bridge, "dump-flows", "--no-stats", *match).stdout
-    return [line.strip() for line in out.splitlines() if line.strip().startswith("cookie=")]
+    # a flow with cookie 0 (ovs-vswitchd's own NORMAL flow) starts at its priority
+    return [line.strip() for line in out.splitlines() if " actions=" in line
+            and line.strip().startswith(("cookie=", "priority=", "table="))]
 
 
-def parse(line: str) -> Any:
-    """One line of a flow dump as python-ovs parses it (``.info``, ``.match``, ``.actions``)."""
-    from ovs.flow.ofp import OFPFlow  # costs 40 ms to import; only dumps need it
-    return OFPFlow(line)
+@dataclass(frozen=True)
+class DumpedFlow:
+    """One line of ``ovs-ofctl dump-flows``: its statistics (``info``: duration, idle_age...,
+    as text), its match (field -> value as text, bare words such as ``arp`` -> ""), and its
+    actions as text. ovsvnet reads only its own learned entries this way, whose format OVS
+    keeps stable; python-ovs 3.1's flow parser (Debian 12's) rejects OpenFlow 1.5 dumps."""
+
+    info: dict[str, str]
+    match: dict[str, str]
+    actions: str
+
+    @property
+    def cookie(self) -> int | None:
+        value = self.info.get("cookie")
+        try:
+            return int(value, 0) if value is not None else None
+        except ValueError:
+            return None
 
 
-def parsed(lines: list[str]) -> Iterator[Any]:
+def parse(line: str) -> DumpedFlow:
+    head, sep, actions = line.strip().partition(" actions=")
+    if not sep:
+        raise ValueError(f"not a flow: {line!r}")
+    chunks = head.split(", ")
+    info: dict[str, str] = {}
+    for chunk in chunks[:-1]:
+        key, _, value = chunk.partition("=")
+        info[key.strip()] = value.strip()
+    match: dict[str, str] = {}
+    for field in chunks[-1].split(","):
+        key, _, value = field.partition("=")
+        if key in ("cookie", "duration", "table", "n_packets", "n_bytes", "idle_timeout",
+                   "hard_timeout", "idle_age", "hard_age", "reset_counts", "importance"):
+            info[key] = value  # --no-stats dumps put these beside the match
+        elif key:
+            match[key] = value
+    return DumpedFlow(info, match, actions)
+
+
+def parsed(lines: list[str]) -> Iterator[DumpedFlow]:
     for line in lines:
         try:
             yield parse(line)
-        except Exception:  # noqa: BLE001 - a line python-ovs cannot read is not ours
+        except ValueError:
             continue
 
 
@@ -89,17 +125,15 @@ def dump_vnet(rundir: str, bridge: str, key: int | None = None) -> list[str]:
 
 def flow_cookie(line: str) -> int | None:
     try:
-        return int(parse(line).info["cookie"])
-    except Exception:  # noqa: BLE001 - no cookie, or not a flow line
+        return parse(line).cookie
+    except ValueError:
         return None
 
 
-def output_port(flow: Any) -> int | None:
+def output_port(flow: DumpedFlow) -> int | None:
     """The port of a flow whose only action is ``output:N``."""
-    if len(flow.actions) == 1 and "output" in flow.actions[0]:
-        port = flow.actions[0]["output"].get("port")
-        return port if isinstance(port, int) else None
-    return None
+    m = re.fullmatch(r"output:(\d+)", flow.actions.strip())
+    return int(m.group(1)) if m else None
 
 
 def is_static_ovsvnet(line: str) -> bool:

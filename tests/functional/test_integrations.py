@@ -386,7 +386,7 @@ def test_vn_listing_verbs(net):
     assert g2.mac in [e["mac"] for e in row["varp"]]
     assert {p["name"] for p in row["ports"]} >= {"vnet97", "vnif97", "vt-000097", g1.port}
     assert re.search(r"^0097\s+vnif97\s+[0-9a-f:]{17}\s+1450\s", vnifs, re.M), vnifs
-    assert re.search(r"^\*\s+vnet97\s+vnet 0097\s+netdev\s+secure", br, re.M), br
+    assert re.search(r"^\*\s+vnet97\s+vnet 0097\s+netdev\s+standalone", br, re.M), br
     assert re.search(r"^\s+br-phy\s+-\s+netdev", br, re.M), br
     assert re.search(r"^\* br-vnet: transport", brl, re.M)
     tunnel = ipsec.port_name("none", net.host("h2").address)

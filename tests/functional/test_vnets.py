@@ -44,7 +44,7 @@ def test_create_survives_restarts_and_delete_restores_the_database(host):
     assert ids["ovsvnet-role"] == "vnet"
     assert ids["ovsvnet-id"] == "0000:0000:0000:0000:0000:0000:0000:0097"
     assert "(vnetif vnif97)" in ids["ovsvnet-config"]
-    assert vs(host, "get", "Bridge", "vnet97", "fail_mode") == "secure"
+    assert vs(host, "get", "Bridge", "vnet97", "fail_mode") == "standalone"
     assert vs(host, "get", "Bridge", "vnet97", "datapath_type") == "netdev"
     assert vs(host, "get", "Interface", "vnif97", "type") == "internal"
     assert vs(host, "port-to-br", "vnif97") == "vnet97"
@@ -68,7 +68,8 @@ def test_show_reports_ports_mtu_and_flows(host):
         assert {p["name"]: p["kind"] for p in data["ports"]} == {
             "vnet-00a1": "bridge", "vnifa1": "vnetif", "vt-0000a1": "patch"}
         text = ovsvnet(host, "show", "vnet-00a1", "--flows").stdout
-        assert "actions=NORMAL" in text and "# vnet flow of vnet key 0xa1" in text
+        assert "priority=0 actions=NORMAL    # ovs-vswitchd's own flow" in text
+        assert "# vnet flow of vnet key 0xa1" in text
         assert vs(host, "get", "Interface", "vnifa1", "mtu_request") == "1450"
     finally:
         ovsvnet(host, "delete", "a1")

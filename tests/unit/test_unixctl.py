@@ -39,7 +39,8 @@ def ctl(tmp_path):
 
 
 def test_a_reply_and_a_daemon_error(ctl):
-    assert unixctl.call(ctl, "echo", "fdb/show", "br0") == "fdb/show br0"
+    # python-ovs 3.1's server ends a reply with a newline, as OVS's C daemons do; 4.0's not
+    assert unixctl.call(ctl, "echo", "fdb/show", "br0").rstrip("\n") == "fdb/show br0"
     with pytest.raises(OvsvnetError, match="fail: no such bridge"):
         unixctl.call(ctl, "fail")
 

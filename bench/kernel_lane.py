@@ -71,7 +71,7 @@ def run(seconds: float, reps: int) -> dict[str, Any]:
                         a1.ovsvnet("show", f"{vid:x}", "--json").stdout))["state"] == "active"
                     and s, timeout=60, what=f"vnet {vid:x} active")
                 mtus[level] = int(show["mtu"])
-                br = f"vnet{vid:04x}"
+                br = show["bridge"]  # the default name is ovsvnet's to choose
                 g1 = lab.add_guest(f"g{level}1", "a1", br, ip=f"192.168.{vid}.1/24",
                                    mtu=mtus[level])
                 g2 = lab.add_guest(f"g{level}2", "a2", br, ip=f"192.168.{vid}.2/24",

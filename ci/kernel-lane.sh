@@ -20,7 +20,12 @@
 # Environment: OVSVNET_KERNEL_LANE_ACCEL=kvm|tcg (skip the probe), _TIMEOUT (seconds for the
 # guest, default 2400), _MEM (MiB, default 3072), _CPUS (default: all), _CACHE, _OUT,
 # _BENCH=0 (skip the throughput run), _BENCH_SECONDS (iperf3 -t, default 5), _LEVELS=auth,conf
-# (the reduced lane: build only these levels' vnets; tests of the others skip).
+# (the reduced lane: build only these levels' vnets; tests of the others skip),
+# _BOOT_TIMEOUT (seconds for the guest to reach its root file system, default 300).
+#
+# It never skips: a missing qemu, no TCG, too little memory, no mount namespaces, a guest
+# that does not boot, or tests that skip inside the guest for anything but the level
+# filter each fail the lane with the reason (it runs in .ci/run on every submission).
 # shellcheck disable=SC2317  # cleanup runs from the EXIT trap
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,10 +35,15 @@ out=${OVSVNET_KERNEL_LANE_OUT:-$here/build/kernel-lane}
 guest_timeout=${OVSVNET_KERNEL_LANE_TIMEOUT:-2400}
 mem=${OVSVNET_KERNEL_LANE_MEM:-3072}
 cpus=${OVSVNET_KERNEL_LANE_CPUS:-$(nproc)}
+boot_timeout=${OVSVNET_KERNEL_LANE_BOOT_TIMEOUT:-300}
 t_start=$(date +%s)
 log() { echo "kernel-lane: $(date +%H:%M:%S) $*" >&2; }
+die() { echo "kernel-lane: cannot run: $*" >&2; exit 2; }
+phases=()
+phase() { phases+=("$1 $(( $(date +%s) - t_phase ))s"); t_phase=$(date +%s); }
+t_phase=$t_start
 
-[ "$(id -u)" = 0 ] || { echo "kernel-lane: run as root" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || die "run as root (qemu, virtiofsd and the guest's labs need it)"
 
 # -- 1. packages (Debian archive only) --------------------------------------------------------
 # qemu-system-x86 brings /usr/lib/qemu/virtiofsd; busybox-static and cpio build the
@@ -57,14 +67,29 @@ if [ ${#missing[@]} -gt 0 ]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d
     trap 'rm -f /usr/sbin/policy-rc.d' EXIT
   fi
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  apt-get update -qq || die "apt-get update failed"
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || die "apt-get install ${missing[*]} failed"
   rm -f /usr/sbin/policy-rc.d; trap - EXIT
 fi
 if [ ! -x "$here/.venv/bin/python" ]; then
   log "no .venv: running ci/install-deps.sh"
   bash "$here/ci/install-deps.sh"
 fi
+phase packages
+
+# -- preflight: everything qemu/TCG needs, each missing piece named ---------------------------
+command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 is missing (qemu-system-x86)"
+[ -x /usr/lib/qemu/virtiofsd ] || die "/usr/lib/qemu/virtiofsd is missing (qemu-system-x86)"
+[ -x /bin/busybox ] || die "/bin/busybox is missing (busybox-static)"
+qemu-system-x86_64 -accel help 2>&1 | grep -qx tcg \
+  || die "this qemu-system-x86_64 has no TCG (software emulation): $(qemu-system-x86_64 \
+         -accel help 2>&1 | tr '\n' ' ')"
+avail=$(awk '/^MemAvailable:/ {print int($2 / 1024)}' /proc/meminfo)
+[ "$avail" -ge $(( mem + 512 )) ] \
+  || die "the guest needs ${mem} MiB plus 512 MiB for qemu and virtiofsd; ${avail} MiB available (OVSVNET_KERNEL_LANE_MEM)"
+unshare -m --propagation private true 2>/dev/null \
+  || die "cannot create a mount namespace (unshare -m): virtiofsd shares / read-only from one (an unprivileged container?)"
 
 # -- 2. the cloud kernel, unpacked (not installed) -------------------------------------------
 mkdir -p "$cache"
@@ -88,6 +113,7 @@ if [ ! -e "$kroot/.complete" ]; then
 fi
 vmlinuz=$kroot/boot/vmlinuz-$release
 moddir=$kroot/lib/modules/$release
+phase kernel
 
 # -- 3. initramfs: busybox + the virtio-fs and overlay modules + ci/kernel-lane/init --------
 initrd=$cache/initrd-$release.img
@@ -106,6 +132,7 @@ done < <(for m in virtio_pci virtiofs overlay; do
 (cd "$rd" && find . -print0 | cpio --null -o -H newc --quiet | gzip -1) > "$initrd.tmp"
 mv "$initrd.tmp" "$initrd"
 rm -rf "$rd"
+phase initramfs
 
 # -- 4. shares, accelerator, boot ----------------------------------------------------------
 run_id=$(date -u +%Y%m%dT%H%M%SZ)
@@ -176,7 +203,9 @@ if [ -z "$accel" ]; then
     # A stock kernel either reaches the initramfs under KVM within seconds or never does.
     t0=$(date +%s)
     qemu_argv kvm kl_probe=1
-    timeout -k 5 30 "${qemu[@]}" </dev/null >"$rundir/kvm-probe.log" 2>&1 || true
+    # in a subshell that outlives qemu, so bash's "Aborted" (qemu aborts on PVM) lands in
+    # kvm-probe.log instead of the lane's output
+    (timeout -k 5 30 "${qemu[@]}" </dev/null; exit $?) >"$rundir/kvm-probe.log" 2>&1 || true
     if grep -q KERNEL-LANE-PROBE-OK "$rundir/kvm-probe.log"; then
       accel=kvm
     fi
@@ -189,31 +218,56 @@ log "booting $release with $accel, ${cpus} CPUs, ${mem} MiB; guest timeout ${gue
 printf '%s\n' "$@" > "$rundir/pytest-args"
 echo "$accel" > "$rundir/accel"
 t_boot=$(date +%s)
+# pytest inside gets the guest's time minus a margin, so a slow run still ends with its own
+# summary instead of a killed guest
+pytest_timeout=$(( guest_timeout > 600 ? guest_timeout - 150 : guest_timeout * 3 / 4 ))
 set +e
 qemu_argv "$accel" "kl_guest=$here/ci/kernel-lane/guest.sh" "kl_modules=$moddir" \
   "kl_repo=$here" "kl_bench=${OVSVNET_KERNEL_LANE_BENCH:-1}" \
   "kl_bench_seconds=${OVSVNET_KERNEL_LANE_BENCH_SECONDS:-5}" \
-  "kl_levels=${OVSVNET_KERNEL_LANE_LEVELS:-}"
+  "kl_levels=${OVSVNET_KERNEL_LANE_LEVELS:-}" "kl_pytest_timeout=$pytest_timeout"
 timeout -k 30 "$guest_timeout" "${qemu[@]}" </dev/null > "$rundir/console.log" 2>&1 &
 qpid=$!
 pids+=("$qpid")
 tail -n +1 -f --pid="$qpid" "$rundir/console.log" | sed -u 's/^/  guest| /' >&2 &
+# A guest that never reaches its root file system (qemu stuck, TCG far too slow) fails now,
+# not after the whole guest timeout.
+booted=0
+while kill -0 "$qpid" 2>/dev/null; do
+  if grep -q '^kernel-lane init: root mounted' "$rundir/console.log"; then booted=1; break; fi
+  if [ $(( $(date +%s) - t_boot )) -ge "$boot_timeout" ]; then
+    echo "kernel-lane: the guest did not reach its root file system within ${boot_timeout}s" \
+         "under $accel; stopping qemu" >&2
+    kill "$qpid" 2>/dev/null
+    break
+  fi
+  sleep 1
+done
 wait "$qpid"
 qrc=$?
 set -e
 t_end=$(date +%s)
+phase guest
 log "guest ran $(( t_end - t_boot ))s (qemu exit $qrc); total $(( t_end - t_start ))s"
 
 # -- 5. results -----------------------------------------------------------------------------
 rc=1
 if [ -s "$rundir/rc" ]; then
   rc=$(cat "$rundir/rc")
+elif [ "$booted" = 0 ]; then
+  echo "kernel-lane: the guest never booted (qemu exit $qrc); its console:" >&2
+  tail -n 30 "$rundir/console.log" >&2
 elif [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then
   echo "kernel-lane: the guest timed out after ${guest_timeout}s" >&2
 else
-  echo "kernel-lane: the guest wrote no result (see $rundir/console.log)" >&2
+  echo "kernel-lane: the guest wrote no result (qemu exit $qrc)" >&2
 fi
-[ -s "$rundir/summary.txt" ] && cat "$rundir/summary.txt"
+if [ -s "$rundir/summary.txt" ]; then
+  cat "$rundir/summary.txt"
+elif [ -s "$rundir/pytest.log" ]; then  # no summary: the end of what pytest said
+  tail -n 40 "$rundir/pytest.log"
+fi
+log "timings: ${phases[*]}, total $(( $(date +%s) - t_start ))s"
 log "logs: $rundir (pytest: pytest.log, throughput: throughput.json, console: console.log)"
 log "result: $( [ "$rc" = 0 ] && echo PASS || echo "FAIL (exit $rc)")"
 exit "$rc"

@@ -17,13 +17,19 @@ chassis row and one vnet (``ratio`` = scale / baseline):
   tunnel to it;
 * agent RSS after settling, and agent CPU seconds for the first full copy;
 * registry side: rows, ovsdb-server RSS, database file size.
+
+The registry is a TLS member as deployed: the real agent follows it over ``ssl:`` with a
+chassis certificate (so the cost of TLS and of the chassis role is in the figures), while
+the bench fills and changes it as an operator does, on the member's unix socket.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +37,7 @@ from bench.common import Agents, cpu_seconds, rss_kib, summarize, tunnel_addrs
 from ovsvnet.config import VnetConfig
 from ovsvnet.lab import Lab, LabHost, wait_until
 from ovsvnet.lab.registry import RegistryCluster
+from ovsvnet.ovsdb import SslFiles
 from ovsvnet.registry import model as R
 from ovsvnet.registry.client import RegistryClient, create_many
 from ovsvnet.registry.server import pid as member_pid
@@ -99,6 +106,24 @@ def _timed_change(client: RegistryClient, name: str,
     return time.monotonic() - t0
 
 
+@contextlib.contextmanager
+def _identity(files: SslFiles) -> Iterator[None]:
+    """The agent's -p/-c/-C, through their environment variables (the bench's agent
+    launcher puts its extra arguments after the ``agent`` command)."""
+    names = {"OVSVNET_PRIVATE_KEY": files.private_key, "OVSVNET_CERTIFICATE": files.certificate,
+             "OVSVNET_CA_CERT": files.ca_cert}
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update(names)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def _bridge_exists(host: LabHost, bridge: str) -> Callable[[], bool]:
     return lambda: host.run("ovs-vsctl", f"--db={host.db}", "br-exists", bridge,
                             check=False).returncode == 0
@@ -120,7 +145,8 @@ def _measure(lab: Lab, h1: LabHost, cluster: RegistryCluster, n: int, reps: int,
             create_many(client, [VnetConfig.build(_vid(0))], chassis=frozenset({h1.system_id}))
         res["populate_s"] = round(time.monotonic() - t0, 2)
         t0 = time.monotonic()
-        agents.start(h1, "--registry", sock, "--no-multicast")
+        with _identity(cluster.chassis(h1.name, h1.system_id)):
+            agents.start(h1, "--registry", cluster.remotes, "--no-multicast")
         pid = agents.pid(h1)
         assert pid is not None
         mine = min(n, H1_VNETS) if n else 1

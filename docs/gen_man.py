@@ -162,7 +162,10 @@ Settings of the systemd units and the hooks (plain VAR=value lines).
 The agent's unit, see \\fBovsvnet\\-agent\\fR(8).
 .TP
 .B /lib/systemd/system/ovsvnet\\-registry.service
-A cluster registry member's unit (ovsdb\\-server).
+A cluster registry member's unit (its database server, ovsdb\\-server with Raft).
+.TP
+.B /lib/systemd/system/ovsvnet\\-registry\\-relay.service
+A TLS member's relay: the ovsdb\\-server that serves agents, with their role.
 .TP
 .B /usr/libexec/ovsvnet/network\\-vnet
 xend's network\\-script (also /etc/xen/scripts/network\\-vnet) and the libvirt hook's worker.

@@ -15,13 +15,15 @@ until ovs-vswitchd has applied the change (``cur_cfg >= next_cfg``) and reads ba
 interfaces it could not create.
 
 This module is the only one that touches python-ovs's private attributes (the reconnect
-backoff, the session's connection state).
+backoff, the session's connection state), with :mod:`ovsvnet.dryrun` (staged rows).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -32,9 +34,11 @@ import ovs.db.idl
 import ovs.jsonrpc
 import ovs.poller
 import ovs.stream
+import ovs.timeval
 import ovs.vlog
 
 from ovsvnet.errors import ConfigError, ConflictError, OvsUnreachableError, OvsvnetError
+from ovsvnet.system import progress
 from ovsvnet.system.paths import DEFAULT_DB
 
 #: The columns ovsvnet reads or writes in Open_vSwitch; the IDL replicates only these.
@@ -193,7 +197,8 @@ class Client:
                  tables: Mapping[str, list[str] | None], *, timeout: float = 10.0,
                  leader_only: bool = False, backoff: tuple[int, int] | None = None,
                  unreachable: type[OvsUnreachableError] = OvsUnreachableError,
-                 what: str | None = None, ssl: SslFiles | None = None):
+                 what: str | None = None, ssl: SslFiles | None = None,
+                 tls_fatal: bool = False):
         use_ssl(ssl, remotes)
         self.remotes = remotes
         self.timeout = timeout
@@ -213,13 +218,39 @@ class Client:
             reconnect = self.idl._session.reconnect
             reconnect.min_backoff, reconnect.max_backoff = backoff
         self._index: dict[tuple[str, str], tuple[int, dict[str, Any]]] = {}
+        #: the last TLS failure (handshake, certificate), shown by status and doctor
+        self.tls_error: str | None = None
+        self.tls_fatal = tls_fatal
 
     # -- connection ------------------------------------------------------------------------
 
     def run(self) -> int:
         """Process what the server sent; returns the replica's change sequence number."""
-        self.idl.run()
+        self._run_idl()
         return int(self.idl.change_seqno)
+
+    def _run_idl(self) -> None:
+        """``idl.run()``, with TLS failures turned into a failed connection.
+
+        python-ovs lets ``ssl.SSLError`` escape from a handshake or a read (a wrong CA, a
+        relay that refuses the certificate): an agent died of it with a traceback. The
+        error is kept in :attr:`tls_error` and the session backs off and retries, so a
+        fixed CA file is picked up without a restart. A one-shot client (``tls_fatal``)
+        gets the error at once instead: it has no later to wait for."""
+        try:
+            self.idl.run()
+        except ssl.SSLError as exc:
+            if self.tls_fatal:
+                raise
+            self.tls_error = str(getattr(exc, "verify_message", "") or exc.reason or exc)
+            session = self.idl._session
+            if session.rpc is not None:
+                session.rpc.error(errno.EPROTO)
+            elif session.stream is not None:
+                session.reconnect.connect_failed(ovs.timeval.msec(), errno.EPROTO)
+                session.pick_remote()
+                session.stream.close()
+                session.stream = None
 
     @property
     def seqno(self) -> int:
@@ -259,7 +290,7 @@ class Client:
     def wait_until(self, done: Callable[[], bool], deadline: float, what: str) -> None:
         """Run the IDL until ``done()`` or the deadline (then :attr:`unreachable`)."""
         while True:
-            self.idl.run()
+            self._run_idl()
             if done():
                 return
             if time.monotonic() >= deadline:
@@ -361,6 +392,7 @@ class Pending:
 
     def __init__(self, client: Client, build: Callable[[Any], None]):
         self.txn = ovs.db.idl.Transaction(client.idl)
+        self.started = time.monotonic()
         build(self.txn)
         self.status: str = self.txn.commit()
 
@@ -451,7 +483,7 @@ class Ovsdb(Client):
                 raise OvsUnreachableError(
                     f"ovs-vswitchd did not apply the change within {self.timeout:g}s "
                     f"(the database has it); is ovs-vswitchd running for {self.remotes}?")
-            self.block(deadline)
+            self.block(deadline, cap=progress.tick())  # a big change's longest wait: shown
 
     def failed_interfaces(self, names: set[str]) -> list[FailedInterface]:
         """Interfaces among ``names`` that ovs-vswitchd could not create."""

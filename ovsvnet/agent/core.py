@@ -41,7 +41,7 @@ from ovsvnet.agent import control, delegated, metrics_export
 from ovsvnet.agent.discovery import Discovery, DiscoveryOptions
 from ovsvnet.announce import GROUP, PORT
 from ovsvnet.desired import TunnelSpec
-from ovsvnet.errors import OvsvnetError
+from ovsvnet.errors import OvsUnreachableError, OvsvnetError
 from ovsvnet.ops import state
 from ovsvnet.ops.host import Host, security, underlay
 from ovsvnet.ops.sync import secure_arming, sync
@@ -124,6 +124,10 @@ class Agent:
         self.opts = opts
         self.db = host.db
         self.system_id = ensure_system_id(self.db)
+        if opts.registry and opts.ssl is not None:
+            # the registry lets a chassis write only the rows named by its certificate
+            from ovsvnet.registry.pki import check_chassis
+            check_chassis(opts.ssl, self.system_id)
         now = time.monotonic()
         #: the next pass also reads the flows back from the switch (``sync`` command,
         #: canary gone)
@@ -231,9 +235,9 @@ class Agent:
         }
 
     def _cmd_cli(self, argv: list[str]) -> str:
-        reply = delegated.run(argv[0] if argv else "", self.host, self.opts.runner)
-        self.dirty = True  # the command may have changed what the next pass sees
-        return reply
+        # (a command that changed OVSDB is seen by the IDL like any change: no pass is
+        # forced here, so reads cost no pass)
+        return delegated.run(argv[0] if argv else "", self.host, self.opts.runner)
 
     def _cmd_sync(self, argv: list[str]) -> str:
         self.full = True
@@ -298,8 +302,12 @@ class Agent:
             detail = str(exc) if isinstance(exc, OvsvnetError) else f"{type(exc).__name__}: {exc}"
             self.stats.sync_errors += 1
             self.stats.last_sync_error = detail
-            event("sync-failed", level="warn", error=detail)
-            self.retry_at = now + 1.0
+            # ovs-vswitchd (re)starting: its bridges appear within seconds; try again soon,
+            # so a restarted switch gets its flows the moment it can take them
+            unreachable = isinstance(exc, OvsUnreachableError)
+            if not unreachable or self.stats.sync_errors % 10 == 1:
+                event("sync-failed", level="warn", error=detail)
+            self.retry_at = now + (0.2 if unreachable else 1.0)
             self.full = True  # what happened to the flows is unknown: read them back
             return
         self.full = False

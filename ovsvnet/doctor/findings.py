@@ -193,6 +193,22 @@ def agent_finding(status: dict[str, Any] | None) -> Finding:
                        "who can send UDP to its port can announce itself as a peer",
                        "ovsvnet keygen /etc/ovsvnet/discovery.key (copy it to every host), "
                        "then run the agent with --key-file", data)
+    registry = status.get("registry") or {}
+    if "RBAC rules" in str(registry.get("last_error") or ""):
+        return Finding("agent", FAIL, f"the registry refuses this host's rows "
+                       f"({registry['last_error']}): its certificate's CN is not its "
+                       f"system-id {name}", f"ovsvnet registry pki chassis {name}, then run "
+                       "the agent with that identity (-p/-c/-C)", data)
+    if registry.get("tls_error"):
+        return Finding("agent", FAIL, f"the registry's TLS fails: {registry['tls_error']}",
+                       "check the agent's --ca-cert (the registry's server CA) and its "
+                       "certificate (from the chassis CA): docs/registry.md", data)
+    if registry.get("insecure"):
+        return Finding("agent", WARN, f"agent {name} follows an INSECURE registry over plain "
+                       f"TCP ({registry.get('remotes')}): anyone who reaches it can change "
+                       "this host's vnets and peers",
+                       f"ovsvnet registry pki chassis {name}; agent -p/-c/-C --registry "
+                       "ssl:... (docs/registry.md)", data)
     rejected = status.get("rejected_peers") or {}
     if rejected:
         return Finding("agent", WARN, f"agent {name} left {len(rejected)} peer(s) out: "

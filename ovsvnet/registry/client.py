@@ -1,12 +1,14 @@
 """Commands against the cluster registry: create, delete, list, show, status.
 
-A thread-free python-ovs IDL on the registry (comma-separated remotes, ``leader_only``: it
-talks only to the Raft leader and moves to the new one when the leader changes), used the
-same way as :class:`ovsvnet.ovsdb.Ovsdb`: every command is one transaction, rebuilt from a
-fresh view on TRY_AGAIN, so a refused input changes nothing and two racing commands
-serialise. The rules and error messages are those of local vnets (:mod:`ovsvnet.config`
-checks every field); the clashes that only a cluster has (a bridge name used by another
-cluster vnet, domains plugged in on some host) get the same exit codes.
+A thread-free python-ovs IDL on the registry (comma-separated remotes; like the agents, it
+talks to any member connected to its cluster: a member's unix socket, the operators' way
+in, leader or not; a TLS member's relay; an insecure member; a follower or a relay
+forwards the writes), used the same way as :class:`ovsvnet.ovsdb.Ovsdb`: every command is
+one transaction, rebuilt from a fresh view on TRY_AGAIN, so a refused input changes
+nothing and two racing commands serialise. The rules and error messages are those of
+local vnets (:mod:`ovsvnet.config` checks every field); the clashes that only a cluster
+has (a bridge name used by another cluster vnet, domains plugged in on some host) get the
+same exit codes.
 
 A transaction cut off by a leader change is retried on the new leader. So that a retry of a
 create that did commit is not mistaken for a clash, created rows carry a request token
@@ -18,11 +20,12 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable
+from ssl import SSLCertVerificationError, SSLError
 from typing import Any, TypeVar
 
 from ovsvnet import __version__, rules
 from ovsvnet.config import VnetConfig
-from ovsvnet.errors import ConflictError, NotFoundError, OvsUnreachableError
+from ovsvnet.errors import ConflictError, NotFoundError, OvsUnreachableError, OvsvnetError
 from ovsvnet.ovsdb import Client, SslFiles
 from ovsvnet.registry import model as M
 from ovsvnet.vnetid import VnetId
@@ -36,23 +39,27 @@ REQUEST = "ovsvnet-request"
 
 
 class RegistryUnreachableError(OvsUnreachableError):
-    """No registry member answered as leader within the timeout (exit code 5)."""
+    """No registry member connected to its cluster answered in time (exit code 5)."""
 
 
 class RegistryClient:
-    """One connection to the registry (its leader); single-threaded, explicit ``run()``."""
+    """One connection to the registry (a member, or a member's relay); single-threaded,
+    explicit ``run()``."""
 
     def __init__(self, remotes: str, timeout: float = 10.0, ssl: SslFiles | None = None):
-        self.remotes = M.normalize_remotes(remotes)
+        self.remotes = M.normalize_remotes(remotes, scheme="tcp" if ssl is None else "ssl")
         self.timeout = timeout
-        self.db = Client(self.remotes, M.SCHEMA_PATH,
-                         {t: None for t in M.schema()["tables"]}, timeout=timeout,
-                         leader_only=True, backoff=COMMAND_BACKOFF_MS,
+        self.db = Client(self.remotes, M.SCHEMA_PATH, M.DATA_TABLES, timeout=timeout,
+                         leader_only=False, backoff=COMMAND_BACKOFF_MS,
                          unreachable=RegistryUnreachableError,
-                         what=f"the registry at {self.remotes}", ssl=ssl)
-        self.db.wait_until(self.db.connected, time.monotonic() + timeout,
-                           "cluster leader answered; is it running with a majority of its "
-                           "members? (ovsvnet registry status)")
+                         what=f"the registry at {self.remotes}", ssl=ssl, tls_fatal=True)
+        try:
+            self.db.wait_until(self.db.connected, time.monotonic() + timeout,
+                               "member connected to its cluster answered; is it running "
+                               "with a majority of its members? (ovsvnet registry status)")
+        except SSLError as exc:  # python-ovs lets TLS failures escape its connect and recv
+            raise RegistryUnreachableError(f"cannot reach the registry at {self.remotes}: "
+                                           f"{tls_failure(exc)}") from None
 
     def rows(self, table: str) -> list[Any]:
         return self.db.rows(table)
@@ -63,7 +70,14 @@ class RegistryClient:
     def transact(self, build: Callable[[Any], T]) -> T:
         """Run ``build(txn)`` as one transaction that also bumps ``Registry.next_cfg``;
         rebuilt on TRY_AGAIN (a concurrent change, or a leader change) until the timeout."""
-        return self.db.transact(build, before=self._bump).result  # type: ignore[return-value]
+        try:
+            return self.db.transact(build, before=self._bump).result  # type: ignore[return-value]
+        except OvsvnetError as exc:
+            if "RBAC rules" not in str(exc):
+                raise
+            raise OvsvnetError(f"{exc} (a chassis certificate writes only its own rows; "
+                               "operators change the registry on a member's socket: "
+                               "--registry unix:DIR/registry.sock)") from None
 
     def _bump(self, txn: Any) -> None:
         rows = self.rows("Registry")
@@ -83,6 +97,16 @@ class RegistryClient:
     def next_cfg(self) -> int:
         rows = self.rows("Registry")
         return int(rows[0].next_cfg) if rows else 0
+
+
+def tls_failure(exc: SSLError) -> str:
+    """A TLS handshake failure in words: which side refused whose certificate."""
+    reason = str(getattr(exc, "verify_message", "") or exc.reason or exc)
+    if isinstance(exc, SSLCertVerificationError):
+        return (f"TLS: the member's certificate does not verify against --ca-cert "
+                f"({reason}); an agent's CA file is the registry's server CA")
+    return (f"TLS: the member refused this certificate ({reason}); the registry accepts "
+            "chassis certificates from its chassis CA only")
 
 
 def _vnet_values(row: Any) -> dict[str, Any]:
@@ -204,7 +228,9 @@ def status_view(client: RegistryClient) -> dict[str, Any]:
                         "vnets": len(ch.vnets), "cfg": cfg,
                         "behind": cfg is None or cfg < next_cfg,
                         "conflicts": dict(p.conflicts) if p is not None else {}})
-    return {"remotes": client.remotes, "connected_to": client.db.remote(),
+    connected_to = client.db.remote()
+    return {"remotes": client.remotes, "connected_to": connected_to,
+            "insecure": bool(connected_to and connected_to.startswith("tcp:")),
             "schema_version": M.schema_version(), "next_cfg": next_cfg,
             "vnets": len(vnets), "broken_vnets": broken, "chassis": chassis}
 

@@ -34,11 +34,13 @@ from ovsvnet.registry import model as R
 #: elected (1-2 s) every member turns us away, so each leader change would cost up to 8 s.
 #: Agents: 0.25 s doubling to 2 s (a few attempts per agent per election).
 BACKOFF_MS = (250, 2000)
+#: A write without an answer for this long means its member is not serving (s).
+STALL_S = 2.0
 
 
 class RegistryFollower:
     def __init__(self, remotes: str, name: str, ssl: SslFiles | None = None):
-        self.remotes = R.normalize_remotes(remotes)
+        self.remotes = R.normalize_remotes(remotes, scheme="tcp" if ssl is None else "ssl")
         self.name = name
         self.db = Client(self.remotes, R.SCHEMA_PATH, {
             "Registry": ["next_cfg"],
@@ -183,6 +185,16 @@ class RegistryFollower:
         if self._txn is not None and self._txn.poll():
             pending, self._txn = self._txn, None
             self._done(pending)
+        elif self._txn is not None and time.monotonic() - self._txn.started > STALL_S:
+            # The member took the write and never answered (it left the cluster, or its
+            # relay lost its source while the connection stayed up): python-ovs waits
+            # forever. Give up on it and on that member; publish again on another.
+            self._txn.txn.abort()
+            self._txn = None
+            self.publish_errors += 1
+            self.last_error = f"a write got no answer within {STALL_S:g}s; trying another member"
+            self._published = None
+            self.db.force_reconnect()
 
     def _done(self, pending: Pending) -> None:
         if not pending.ok:
@@ -193,7 +205,11 @@ class RegistryFollower:
     def status(self) -> dict[str, Any]:
         snap = self.snapshot
         return {
-            "remotes": self.remotes, "connected": self.connected(), "leader": self.leader(),
+            "remotes": self.remotes, "connected": self.connected(),
+            "member": self.leader(),  # (any member: agents do not need the leader)
+            "leader": self.leader(),
+            "insecure": any(r.startswith("tcp:") for r in self.remotes.split(",")),
+            "tls_error": self.db.tls_error,
             "connected_for": (round(time.monotonic() - self.connected_since, 1)
                               if self.connected_since is not None else None),
             "disconnects": self.disconnects,

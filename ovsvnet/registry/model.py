@@ -13,7 +13,15 @@ It holds what many hosts share, so that a vnet is defined once:
   with domain ports, conflicts). Kept apart so a host's bookkeeping is not sent to every
   other host (agents monitor only their own row, as OVN does with its Chassis_Private).
 * ``Registry``: one row; ``next_cfg`` is bumped by every change, and a host's
-  ``Chassis_Private.cfg`` says which change it has applied.
+  ``Chassis_Private.cfg`` says which change it has applied. Its ``connections`` are the
+  ``Connection`` rows ovsdb-server listens for clients on (``--remote=db:...``), each with
+  the RBAC role (``RBAC_Role``, ``RBAC_Permission``; ovsdb-server(7) §3.2) its clients get.
+
+Who may write what (schema 1.1.0): agents connect over TLS with a chassis certificate and get
+the role :data:`CHASSIS_ROLE`: insert, update and delete only the ``Chassis`` and
+``Chassis_Private`` rows whose ``name`` is their certificate's CN, and only the columns they
+publish; ``Vnet`` and ``Registry`` are read-only to them. Operators define vnets on a
+member's local unix socket, which has no role.
 
 Pure code: no I/O beyond reading the schema file; the IDL clients live in
 :mod:`ovsvnet.registry.client` (commands) and :mod:`ovsvnet.registry.follow` (agent).
@@ -52,6 +60,25 @@ SOURCE_REGISTRY = "registry"
 VNET_COLUMNS = ["id", "key", "bridge", "vnetif", "security", "chassis", "external_ids"]
 CHASSIS_COLUMNS = ["name", "hostname", "address", "port", "vnets", "version", "external_ids"]
 PRIVATE_COLUMNS = ["name", "cfg", "attached", "conflicts", "external_ids"]
+#: What commands replicate: the registry's contents, not its access control.
+DATA_TABLES: dict[str, list[str]] = {
+    "Registry": ["next_cfg", "external_ids"], "Vnet": VNET_COLUMNS,
+    "Chassis": CHASSIS_COLUMNS, "Chassis_Private": PRIVATE_COLUMNS}
+
+#: The RBAC role of agents' TLS connections.
+CHASSIS_ROLE = "ovsvnet-chassis"
+#: Table -> the columns a chassis may update in its own rows: exactly what the agent
+#: publishes (:meth:`ovsvnet.registry.follow.RegistryFollower.publish`). ``name`` is not
+#: among them, so a chassis cannot rename its row into another host's.
+CHASSIS_UPDATES: dict[str, list[str]] = {
+    "Chassis": ["hostname", "address", "port", "vnets", "version"],
+    "Chassis_Private": ["cfg", "attached", "conflicts"],
+}
+#: The column a row's owner is named in: ovsdb-server compares it with the client's
+#: certificate CN (RBAC_Permission.authorization).
+OWNER_COLUMN = "name"
+#: ovsdb-server's ``--remote`` that reads the client listeners from the database.
+CONNECTIONS_REMOTE = f"db:{DB_NAME},Registry,connections"
 
 
 def schema() -> dict[str, Any]:
@@ -64,11 +91,12 @@ def schema_version() -> str:
     return str(schema()["version"])
 
 
-def normalize_remotes(text: str, port: int = CLIENT_PORT) -> str:
+def normalize_remotes(text: str, port: int = CLIENT_PORT, scheme: str = "tcp") -> str:
     """``A,B:7000,tcp:C:6645,ssl:D:6645`` -> OVSDB remotes, comma-separated.
 
-    A bare address (or ``address:port``, ``[v6]:port``) means ``tcp:`` on the client port,
-    so ``--registry 10.0.0.1,10.0.0.2,10.0.0.3`` is enough for a default cluster.
+    A bare address (or ``address:port``, ``[v6]:port``) means ``scheme`` (``ssl`` for a
+    client that has a certificate, else ``tcp``) on the client port, so ``--registry
+    10.0.0.1,10.0.0.2,10.0.0.3`` is enough for a default cluster.
     """
     out = []
     for item in (p.strip() for p in text.split(",")):
@@ -87,7 +115,7 @@ def normalize_remotes(text: str, port: int = CLIENT_PORT) -> str:
             v6 = False
         if number is not None and not (number.isdigit() and 1 <= int(number) <= 65535):
             raise ConfigError(f"registry: {item!r}: {number!r} is not a TCP port")
-        out.append(f"tcp:{f'[{host}]' if v6 else host}:{number or port}")
+        out.append(f"{scheme}:{f'[{host}]' if v6 else host}:{number or port}")
     if not out:
         raise ConfigError("registry: no remote given (e.g. --registry 10.0.0.1,10.0.0.2)")
     return ",".join(out)
@@ -103,6 +131,65 @@ def _split_hostport(item: str) -> tuple[str, str | None]:
         host, number = item.split(":")
         return host, number
     return item, None  # a name, an IPv4 address or a bare IPv6 address
+
+
+# -- access control -------------------------------------------------------------------------
+
+def client_listener(port: int, address: str, standalone: bool) -> str:
+    """The ``pssl:`` target of a TLS registry's Connection row.
+
+    The row is replicated to every member of a cluster, so it cannot name one member's
+    address: a cluster listens on the port on every address (IPv4, or every IPv6 and IPv4
+    address for IPv6 members), as OVN's ``set-connection pssl:6642`` does. A standalone
+    member binds its own address."""
+    try:
+        v6 = ipaddress.ip_address(address).version == 6
+    except ValueError as exc:
+        raise ConfigError(f"address: {address!r} is not an IP address") from exc
+    if standalone:
+        return f"pssl:{port}:[{address}]" if v6 else f"pssl:{port}:{address}"
+    return f"pssl:{port}:[::]" if v6 else f"pssl:{port}"
+
+
+def _set(values: Iterable[str]) -> list[Any]:
+    return ["set", sorted(values)]
+
+
+def chassis_permissions() -> dict[str, dict[str, Any]]:
+    """RBAC_Permission rows (OVSDB JSON) of :data:`CHASSIS_ROLE`, by table."""
+    return {table: {"table": table, "authorization": _set([OWNER_COLUMN]),
+                    "insert_delete": True, "update": _set(columns)}
+            for table, columns in CHASSIS_UPDATES.items()}
+
+
+def seed_transaction(*, registry: bool, rbac: bool, target: str | None) -> list[Any]:
+    """An OVSDB ``transact`` request (``[db, op...]``) seeding a registry database.
+
+    ``registry``: insert the one Registry row (a new database; else the row exists and only
+    gains the connection); ``rbac``: the chassis role and its permissions; ``target``: the
+    TLS client listener (None: a plain-TCP registry, which has no Connection row, since
+    ovsdb-server takes a client's identity only from its certificate)."""
+    ops: list[Any] = []
+    if rbac:
+        perms = chassis_permissions()
+        for table, row in perms.items():
+            ops.append({"op": "insert", "table": "RBAC_Permission", "row": row,
+                        "uuid-name": f"perm_{table.lower()}"})
+        ops.append({"op": "insert", "table": "RBAC_Role", "row": {
+            "name": CHASSIS_ROLE, "permissions": ["map", [
+                [table, ["named-uuid", f"perm_{table.lower()}"]] for table in perms]]}})
+    conns: list[Any] = []
+    if target is not None:
+        ops.append({"op": "insert", "table": "Connection", "uuid-name": "conn",
+                    "row": {"target": target, "role": CHASSIS_ROLE}})
+        conns = [["named-uuid", "conn"]]
+    if registry:
+        ops.append({"op": "insert", "table": "Registry",
+                    "row": {"next_cfg": 0, "connections": ["set", conns]}})
+    elif conns:
+        ops.append({"op": "mutate", "table": "Registry", "where": [],
+                    "mutations": [["connections", "insert", ["set", conns]]]})
+    return [DB_NAME, *ops]
 
 
 # -- rows <-> definitions -------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """The cluster registry with real members, agents and guests: a 3-member Raft cluster of
-ovsdb-servers (each in its own namespace on the lab segment) and three lab hosts whose
-agents follow it with multicast off, so every peer and every vnet comes from the registry."""
+ovsdb-servers over TLS (each in its own namespace on the lab segment) and three lab hosts
+whose agents follow it with chassis certificates and multicast off, so every peer and every
+vnet comes from the registry. Vnets are defined on the members' unix sockets, as operators
+do."""
 
 from __future__ import annotations
 
@@ -26,18 +28,23 @@ INTERVAL = 0.5
 
 
 class Agents:
-    """``ovsvnet agent --registry`` in each host's namespace, stopped by pid."""
+    """``ovsvnet agent --registry`` in each host's namespace (with the host's chassis
+    certificate unless the registry is insecure), stopped by pid."""
 
-    def __init__(self, remotes: str) -> None:
-        self.remotes = remotes
+    def __init__(self, cluster: RegistryCluster) -> None:
+        self.cluster = cluster
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, host: LabHost) -> None:
+        tls: list[str] = []
+        if not self.cluster.insecure:
+            files = self.cluster.chassis(host.name, host.system_id)
+            tls = ["-p", files.private_key, "-c", files.certificate, "-C", files.ca_cert]
         log = open(host.dir / "agent.log", "ab")
         self.procs[host.name] = subprocess.Popen(
             ["ip", "netns", "exec", host.netns, sys.executable, "-m", "ovsvnet",
-             "--db", host.db, "agent", "--interval", str(INTERVAL), "--no-multicast",
-             "--registry", self.remotes, "--pidfile", str(host.dir / "agent.pid")],
+             "--db", host.db, *tls, "agent", "--interval", str(INTERVAL), "--no-multicast",
+             "--registry", self.cluster.remotes, "--pidfile", str(host.dir / "agent.pid")],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=host.env)
         log.close()
         wait_until(lambda: agent_status(host) is not None, timeout=15,
@@ -61,10 +68,20 @@ class Agents:
                 proc.wait()
 
 
+def control_socket(host: LabHost) -> str | None:
+    """The agent's control socket in the host's directory (``ovsvnet-agent.<pid>.ctl`` as
+    OVS names them, or the older ``ovsvnet-agent.ctl``), the newest if several."""
+    socks = list(host.dir.glob("ovsvnet-agent*.ctl"))
+    return str(max(socks, key=lambda p: p.stat().st_mtime)) if socks else None
+
+
 def agent_status(host: LabHost) -> dict | None:
     """The agent's status over its control socket (no ovsvnet process: polls stay cheap)."""
-    proc = host.run("ovs-appctl", "-t", str(host.dir / "ovsvnet-agent.ctl"), "--timeout=5",
-                    "status", check=False, timeout=10)
+    sock = control_socket(host)
+    if sock is None:
+        return None
+    proc = host.run("ovs-appctl", "-t", sock, "--timeout=5", "status", check=False,
+                    timeout=10)
     return json.loads(proc.stdout) if proc.returncode == 0 else None
 
 
@@ -94,14 +111,16 @@ def tunnels(host: LabHost) -> set[str]:
 
 
 @contextlib.contextmanager
-def cluster_lab() -> Iterator[tuple[Lab, RegistryCluster, list[LabHost], Agents]]:
+def cluster_lab(n_hosts: int = 3, insecure: bool = False
+                ) -> Iterator[tuple[Lab, RegistryCluster, list[LabHost], Agents]]:
+    """Three members (TLS unless ``insecure``) and ``n_hosts`` hosts with agents."""
     with Lab() as lab:
         lab.add_segment("s1")
         members = [lab.add_plain_host(f"r{i}", "s1") for i in (1, 2, 3)]
-        hosts = [lab.add_host(f"h{i}", "s1") for i in (1, 2, 3)]
-        with RegistryCluster(lab.workdir, members) as cluster:
+        hosts = [lab.add_host(f"h{i}", "s1") for i in range(1, n_hosts + 1)]
+        with RegistryCluster(lab.workdir, members, insecure=insecure) as cluster:
             cluster.up()
-            agents = Agents(cluster.remotes)
+            agents = Agents(cluster)
             try:
                 for h in hosts:
                     agents.start(h)
@@ -148,7 +167,7 @@ def longest_gap(proc: subprocess.Popen[str]) -> tuple[int, int, int]:
 def test_one_create_puts_a_vnet_everywhere_and_survives_the_leader():
     with cluster_lab() as (lab, cluster, hosts, agents):
         h1, h2, h3 = hosts
-        R = cluster.remotes
+        R = cluster.operator_remotes
         assert wait_until(lambda: len(registry_status(h1, R)["chassis"]) == 3, timeout=15,
                           what="three chassis rows")
         # one create against the registry: the vnet on every host, a full mesh, guests ping
@@ -159,13 +178,13 @@ def test_one_create_puts_a_vnet_everywhere_and_survives_the_leader():
                           what="vnet 97 and tunnels on every host")
         print(f"\nregistry create -> vnet and tunnels on 3 hosts: "
               f"{time.monotonic() - start:.2f}s")
-        g1 = lab.add_guest("g1", "h1", "vnet0097", ip="192.168.97.1/24", mtu=1450)
-        g2 = lab.add_guest("g2", "h2", "vnet0097", ip="192.168.97.2/24", mtu=1450)
-        g3 = lab.add_guest("g3", "h3", "vnet0097", ip="192.168.97.3/24", mtu=1450)
+        g1 = lab.add_guest("g1", "h1", "vnet-0097", ip="192.168.97.1/24", mtu=1450)
+        g2 = lab.add_guest("g2", "h2", "vnet-0097", ip="192.168.97.2/24", mtu=1450)
+        g3 = lab.add_guest("g3", "h3", "vnet-0097", ip="192.168.97.3/24", mtu=1450)
         assert g1.ping(g2.addr, count=3, timeout=10) and g1.ping(g3.addr, count=3, timeout=10)
         # the same rules and exit codes as local vnets
         run(h2, "--registry", R, "create", "--id", "97", rc=3)
-        run(h2, "--registry", R, "create", "--id", "98", "--bridge", "vnet0097", rc=3)
+        run(h2, "--registry", R, "create", "--id", "98", "--bridge", "vnet-0097", rc=3)
         run(h2, "--registry", R, "create", "--id", "98", "--bridge", "br-vnet", rc=2)
         run(h2, "--registry", R, "create", "--id", "97", "--may-exist")
         run(h2, "--registry", R, "show", "99", rc=4)
@@ -214,7 +233,7 @@ def test_one_create_puts_a_vnet_everywhere_and_survives_the_leader():
         assert wait_until(lambda: everywhere(hosts, "0097", present=False), timeout=20,
                           what="vnet 97 gone from every host")
         assert wait_until(lambda: all(h.run("ovs-vsctl", f"--db={h.db}", "br-exists",
-                                            "vnet0097", check=False).returncode == 2
+                                            "vnet-0097", check=False).returncode == 2
                                       for h in hosts), timeout=10, what="bridges gone")
         # vnet 98 stays, and every chassis has applied the last change
         assert everywhere(hosts, "0098")
@@ -226,7 +245,7 @@ def test_one_create_puts_a_vnet_everywhere_and_survives_the_leader():
 def test_registry_away_keeps_the_data_plane_and_agents_catch_up():
     with cluster_lab() as (lab, cluster, hosts, agents):
         h1, h2, h3 = hosts
-        R = cluster.remotes
+        R = cluster.operator_remotes
         # a local vnet beside a registry vnet; a local vnet with a registry id wins
         run(h3, "create", "--id", "99")
         run(h1, "--registry", R, "create", "--id", "97")
@@ -239,8 +258,8 @@ def test_registry_away_keeps_the_data_plane_and_agents_catch_up():
         assert local_vnets(h3)["0099"] == "local"
         assert wait_until(lambda: "0099" in ((agent_status(h3) or {}).get("registry") or {})
                           .get("conflicts", {}), timeout=10, what="the conflict reported")
-        g1 = lab.add_guest("g1", "h1", "vnet0097", ip="192.168.97.1/24", mtu=1450)
-        g3 = lab.add_guest("g3", "h3", "vnet0097", ip="192.168.97.3/24", mtu=1450)
+        g1 = lab.add_guest("g1", "h1", "vnet-0097", ip="192.168.97.1/24", mtu=1450)
+        g3 = lab.add_guest("g3", "h3", "vnet-0097", ip="192.168.97.3/24", mtu=1450)
         assert g1.ping(g3.addr, count=3, timeout=10)
 
         # every member dies: traffic goes on, nothing is torn down, agents say so

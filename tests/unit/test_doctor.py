@@ -166,3 +166,19 @@ def test_agent_findings_say_what_is_unsafe():
     assert f.status == D.FAIL and "10.0.0.9" in f.message
     f = D.agent_finding({**base, "rejected_peers": {"127.0.0.1": "peer: loopback"}})
     assert f.status == D.WARN and "127.0.0.1: peer: loopback" in f.message
+
+
+def test_agent_findings_say_what_is_wrong_with_the_registry():
+    base = {"system_id": "h1", "peers": [], "uptime": 3}
+    insecure = {"remotes": "tcp:10.0.0.1:6645", "insecure": True}
+    f = D.agent_finding({**base, "registry": insecure})
+    assert f.status == D.WARN and "INSECURE" in f.message and "pki chassis h1" in f.fix
+    f = D.agent_finding({**base, "registry": {"remotes": "ssl:10.0.0.1:6645",
+                                              "tls_error": "certificate verify failed"}})
+    assert f.status == D.FAIL and "certificate verify failed" in f.message
+    f = D.agent_finding({**base, "registry": {
+        "remotes": "ssl:10.0.0.1:6645",
+        "last_error": 'RBAC rules for role "ovsvnet-chassis" prohibit modification'}})
+    assert f.status == D.FAIL and "CN is not its system-id h1" in f.message
+    assert D.agent_finding({**base, "registry": {"remotes": "ssl:10.0.0.1:6645"}}).status \
+        == D.OK

@@ -27,9 +27,10 @@ def cfg(vid: str, **kw: str) -> VnetConfig:
 def test_schema_ships_with_the_package_and_is_versioned():
     data = R.schema()
     assert data["name"] == R.DB_NAME == "OVSVNET_Registry"
-    assert R.schema_version() == "1.0.0"
+    assert R.schema_version() == "1.1.0"
     parsed = ovs.db.schema.DbSchema.from_json(data)  # python-ovs accepts it
-    assert set(parsed.tables) == {"Registry", "Vnet", "Chassis", "Chassis_Private"}
+    assert set(parsed.tables) == {"Registry", "Vnet", "Chassis", "Chassis_Private",
+                                  "Connection", "RBAC_Role", "RBAC_Permission"}
     for table, cols in (("Vnet", R.VNET_COLUMNS), ("Chassis", R.CHASSIS_COLUMNS),
                         ("Chassis_Private", R.PRIVATE_COLUMNS)):
         assert set(cols) <= set(parsed.tables[table].columns), table
@@ -53,7 +54,7 @@ def test_rows_round_trip_and_are_checked_like_local_definitions():
     rv = R.RegistryVnet(cfg("97", vnetif="vnif97", security="none"), frozenset({"h1"}))
     row = rv.to_row()
     assert row == {"id": "0000:0000:0000:0000:0000:0000:0000:0097", "key": 0x97,
-                   "bridge": "vnet0097", "vnetif": ["vnif97"], "security": "none",
+                   "bridge": "vnet-0097", "vnetif": ["vnif97"], "security": "none",
                    "chassis": ["h1"]}
     assert R.vnet_from_row(row) == rv
     assert R.vnet_from_row({**row, "vnetif": []}).cfg.vnetif is None
@@ -209,7 +210,7 @@ def test_cluster_status_is_parsed():
 
 
 def test_member_settings_round_trip(tmp_path: Path):
-    m = Member(str(tmp_path), "fd00::1", 7645, 7646, False)
+    m = Member.create(str(tmp_path), "fd00::1", 7645, 7646, False, tls=None)
     assert m.raft_remote() == "tcp:[fd00::1]:7646"
     m.save()
     assert Member.load(str(tmp_path)) == m
@@ -224,6 +225,15 @@ def test_systemd_unit_runs_the_member_in_the_foreground():
     start = parser["Service"]["ExecStart"]
     assert "registry start" in start and "--foreground" in start
     assert parser["Service"]["Type"] == "simple"
+    # a database from an older ovsvnet is converted once the server runs, never fatally
+    assert parser["Service"]["ExecStartPost"].startswith("-")
+    assert "registry upgrade" in parser["Service"]["ExecStartPost"]
+    # a TLS member's agents are served by its relay, a unit of its own bound to the member
+    relay = configparser.ConfigParser(interpolation=None, strict=False)
+    relay.read_string(unit.with_name("ovsvnet-registry-relay.service").read_text())
+    assert "registry start" in relay["Service"]["ExecStart"]
+    assert relay["Service"]["ExecStart"].endswith("--foreground --relay")
+    assert relay["Unit"]["BindsTo"] == relay["Unit"]["After"] == "ovsvnet-registry.service"
 
 
 def test_a_row_change_never_lowers_a_level_nor_unplugs_domains():

@@ -54,7 +54,7 @@ def test_resolve_delete_and_domains_plugged_in(registry):
     _, c = registry
     C.create_many(c, [cfg("97", vnetif="vnif97")])
     assert C.resolve(c, "vnif97").cfg.id == cfg("97").id
-    assert C.resolve(c, "0000:0000:0000:0000:0000:0000:0000:0097").cfg.bridge == "vnet0097"
+    assert C.resolve(c, "0000:0000:0000:0000:0000:0000:0000:0097").cfg.bridge == "vnet-0097"
     with pytest.raises(NotFoundError, match="no vnet 'nope' in the registry"):
         C.resolve(c, "nope")
 

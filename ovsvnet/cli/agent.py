@@ -136,5 +136,5 @@ def keygen(path: str) -> None:
 
 def _run_command(argv: list[str], prog: str, host: Any) -> tuple[int, str, str]:
     """How the agent runs a command the CLI handed over: the CLI itself, on its host."""
-    from ovsvnet.cli import run_captured  # the root group, imported when first needed
+    from ovsvnet.cli.root import run_captured  # the root group, imported when first needed
     return run_captured(argv, prog, host)

@@ -7,9 +7,10 @@ so there is no import circle.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import click
 
@@ -18,14 +19,16 @@ from ovsvnet.system.paths import DEFAULT_DB, rundir_for
 
 if TYPE_CHECKING:
     from ovsvnet.ops.host import Host
-    from ovsvnet.ops.sync import SyncReport
+    from ovsvnet.ops.sync import Plan, SyncReport
     from ovsvnet.ovsdb import SslFiles
     from ovsvnet.registry.client import RegistryClient
 
+F = TypeVar("F", bound=Callable[..., Any])
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 EXIT_HELP = "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
 __all__ = ["DEFAULT_DB", "CONTEXT", "EXIT_HELP", "Session", "emit", "table",
-           "json_option", "report_sync", "exit_with", "pass_session"]
+           "json_option", "format_options", "dry_run_option", "print_plan", "report_sync",
+           "exit_with", "pass_session"]
 
 
 class Session:
@@ -53,6 +56,8 @@ class Session:
         if self._host is None:
             from ovsvnet.ops.host import Host
             from ovsvnet.ovsdb import Ovsdb, quiet_python_ovs
+            from ovsvnet.system import progress
+            progress.phase("reading the Open_vSwitch database")
             quiet_python_ovs()
             self._host = Host(Ovsdb(self.db_remote, self.timeout), self.rundir)
         return self._host
@@ -106,7 +111,13 @@ def fail(code: int) -> NoReturn:
 
 
 def emit(data: Any, as_json: bool, render: Callable[[Any], None]) -> None:
-    if as_json:
+    """Print a command's data: JSON, the command's own rendering, or (for a listing with
+    :func:`format_options`) the chosen ``--format``/``--columns``."""
+    chosen = click.get_current_context().meta.get(_FORMAT)
+    if chosen is not None and (chosen[0].kind != "table" or chosen[0].columns):
+        from ovsvnet.cli import formats
+        click.echo(formats.render(data, chosen[0], chosen[1]), nl=False)
+    elif as_json:
         click.echo(json.dumps(data, indent=2, sort_keys=True))
     else:
         render(data)
@@ -138,6 +149,63 @@ def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
                         help="Print JSON instead of a table.")(f)
 
 
+_FORMAT = "ovsvnet.format"
+
+
+def format_options(known: Sequence[str], default: Sequence[str]) -> Callable[[F], F]:
+    """``--format table|csv|json``, ``--columns COL,...`` and ``--json`` (= ``--format
+    json``) for a listing whose rows have the keys ``known`` (``default``: the csv columns
+    when none are chosen). The command gets ``as_json``; :func:`emit` does the rest."""
+    from ovsvnet.cli.formats import FORMATS
+
+    def decorator(f: F) -> F:
+        @functools.wraps(f)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            from ovsvnet.cli import formats
+            try:
+                fmt = formats.choose(kwargs.pop("output_format"), kwargs.pop("as_json"),
+                                     kwargs.pop("columns"), known)
+            except ValueError as exc:
+                raise click.UsageError(f"{exc.args[0]}: {exc.args[1]}") from None
+            click.get_current_context().meta[_FORMAT] = (fmt, tuple(default))
+            return f(*args, as_json=fmt.kind == "json", **kwargs)
+
+        options = [
+            click.option("--format", "output_format", type=click.Choice(FORMATS),
+                         help="Output format (default table)."),
+            click.option("--columns", metavar="COL,...",
+                         help=f"Only these columns, in this order: {', '.join(known)}."),
+            click.option("--json", "as_json", is_flag=True, help="Same as --format json."),
+        ]
+        for option in reversed(options):
+            wrapper = option(wrapper)
+        return cast(F, wrapper)
+
+    return decorator
+
+
+def dry_run_option(f: F) -> F:
+    return click.option("--dry-run", is_flag=True,
+                        help="Print the OVSDB and flow changes this would make; make none.")(f)
+
+
+def print_plan(plan: Plan) -> None:
+    """What a ``--dry-run`` found, on stdout."""
+    from ovsvnet import model as M
+    from ovsvnet.cli import formats
+    rows = [(r.op, r.table, r.name, r.columns) for r in plan.ovsdb]
+    flows = [(c.bridge, c.removed, c.added, c.replaced) for c in plan.flows]
+    for line in formats.plan_lines(rows, flows, plan.new_ports, [M.TRANSPORT_BRIDGE]):
+        click.echo(line)
+    click.echo("dry run: nothing was changed")
+
+
+def no_dry_run_with_registry(s: Session, dry_run: bool) -> None:
+    if dry_run and s.registry_remotes:
+        raise click.UsageError("--dry-run: previews a change of this host, not of the "
+                               "registry (leave out --registry)")
+
+
 def report_sync(report: SyncReport, verbose: bool = False) -> None:
     for failure in report.failed:
         click.echo(f"warning: {failure}", err=True)
@@ -153,6 +221,11 @@ def report_sync(report: SyncReport, verbose: bool = False) -> None:
 VNET_COLUMNS = [("short", "ID"), ("bridge", "BRIDGE"), ("vnetif", "VNETIF"),
                 ("security", "SECURITY"), ("mtu", "MTU"), ("state", "STATE"),
                 ("domains", "DOMAINS")]
+#: The keys of a vnet's row (``--columns``; with --registry: the last four, not the local
+#: state).
+VNET_KEYS = ["short", "id", "key", "bridge", "vnetif", "security", "mtu", "state", "reason",
+             "domains", "ports", "datapath_type", "source", "chassis", "carried_by", "hosts",
+             "domains_on"]
 
 
 def render_vnets(rows: list[dict[str, Any]], long: bool) -> None:

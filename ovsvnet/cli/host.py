@@ -10,16 +10,19 @@ import click
 from ovsvnet import model as M
 from ovsvnet.cli.common import (
     Session,
+    dry_run_option,
     emit,
     exit_with,
+    format_options,
     json_option,
     pass_session,
+    print_plan,
     report_sync,
     table,
     table_or,
 )
 from ovsvnet.config import VnetConfig
-from ovsvnet.errors import OvsUnreachableError
+from ovsvnet.errors import NotFoundError, OvsUnreachableError
 from ovsvnet.vnetid import VnetId, default_vnif_name
 
 
@@ -29,6 +32,7 @@ Examples:
   ovsvnet sync -v
   ovsvnet sync --bridge vnet97   # a hook, before plugging a domain into vnet97
   ovsvnet sync --full            # also compare the flows in the switch (hand edits)
+  ovsvnet sync --dry-run         # what a sync would repair, repairing nothing
 
 A sync sends only what differs from what ovsvnet installed last; it reads nothing back from
 the switch unless ovs-vswitchd restarted since, or --full is given. With --bridge it checks
@@ -39,12 +43,22 @@ With a running agent on this database the agent does the work (see OVSVNET_DIREC
               help="Only make sure these vnet bridges are in place (repeatable).")
 @click.option("--full", is_flag=True,
               help="Also read the flows back from ovs-vswitchd and repair any that differ.")
+@dry_run_option
 @pass_session
-def sync(s: Session, verbose: bool, bridges: tuple[str, ...], full: bool) -> None:
+def sync(s: Session, verbose: bool, bridges: tuple[str, ...], full: bool,
+         dry_run: bool) -> None:
     """Bring bridges, ports, tunnels, MTU and flows in line with the stored state."""
     from ovsvnet.ops import sync as ops_sync
-    report = (ops_sync.sync_bridges(s.host, list(bridges), full) if bridges
-              else ops_sync.sync(s.host, full))
+    from ovsvnet.system import progress
+    plan = ops_sync.Plan() if dry_run else None
+    if bridges:  # a hook, about to plug a domain in: quiet
+        report = ops_sync.sync_bridges(s.host, list(bridges), full, plan=plan)
+    else:
+        with progress.task("sync", steps=6):
+            report = ops_sync.sync(s.host, full, plan=plan)
+    if plan is not None:
+        print_plan(plan)
+        return
     report_sync(report, verbose=verbose)
     if not verbose:
         click.echo("in sync" if not report.changed_flows
@@ -56,37 +70,76 @@ def sync(s: Session, verbose: bool, bridges: tuple[str, ...], full: bool) -> Non
 @click.command("peer-add", epilog="""\b
 Examples:
   ovsvnet peer-add 192.0.2.7
-  ovsvnet peer-add host7.example.net --port 4790""")
+  ovsvnet peer-add host7.example.net --port 4790
+  ovsvnet peer-add --may-exist 192.0.2.7 --port 4790   # change the port of a peer
+  ovsvnet peer-add --dry-run 192.0.2.7                 # the tunnels and flows it would add
+
+\b
+A peer that exists with the same port is no error (Xen's vn peer-add was idempotent, and
+scripts re-run it); with another port it is a conflict (exit 3) unless --may-exist, which
+then changes its port.""")
 @click.argument("host")
 @click.option("-p", "--port", default=M.VXLAN_PORT, show_default=True, type=int,
               help="The peer's VXLAN UDP port.")
+@click.option("--may-exist", is_flag=True,
+              help="No error if the peer exists with another port: change it to --port.")
+@dry_run_option
 @pass_session
-def peer_add(s: Session, host: str, port: int) -> None:
+def peer_add(s: Session, host: str, port: int, may_exist: bool, dry_run: bool) -> None:
     """Add a static peer (address or host name): it gets tunnels for every vnet."""
     from ovsvnet.ops import peers
-    address, added, report = peers.peer_add(s.host, host, port)
-    click.echo(f"peer {address} {'added' if added else 'already present'} (port {port})")
+    from ovsvnet.ops.sync import Plan
+    from ovsvnet.system import progress
+    plan = Plan() if dry_run else None
+    with progress.task(f"peer-add {host}", steps=6):
+        address, before, report = peers.peer_add(s.host, host, port, may_exist, plan)
+    would = "would be " if plan is not None else ""
+    click.echo(f"peer {address} {would}added (port {port})" if before is None else
+               f"peer {address} already present (port {port})" if before == str(port) else
+               f"peer {address}: port {would or 'is '}changed from {before} to {port}")
+    if plan is not None:
+        print_plan(plan)
     report_sync(report)
 
 
 @click.command("peer-delete", epilog="""\b
 Examples:
-  ovsvnet peer-delete 192.0.2.7""")
+  ovsvnet peer-delete 192.0.2.7
+  ovsvnet peer-delete --if-exists 192.0.2.7   # exit 0 when it is no static peer""")
 @click.argument("host")
+@click.option("--if-exists", is_flag=True, help="No error if it is no static peer (exit 0).")
+@dry_run_option
 @pass_session
-def peer_delete(s: Session, host: str) -> None:
+def peer_delete(s: Session, host: str, if_exists: bool, dry_run: bool) -> None:
     """Remove a static peer and its tunnel."""
     from ovsvnet.ops import peers
-    address, report = peers.peer_delete(s.host, host)
-    click.echo(f"peer {address} deleted")
+    from ovsvnet.ops.sync import Plan
+    from ovsvnet.system import progress
+    plan = Plan() if dry_run else None
+    try:
+        with progress.task(f"peer-delete {host}", steps=6):
+            address, report = peers.peer_delete(s.host, host, plan)
+    except NotFoundError:
+        if not if_exists:
+            raise
+        click.echo(f"peer {host}: no static peer, nothing to delete (--if-exists)")
+        return
+    click.echo(f"peer {address} {'would be ' if plan is not None else ''}deleted")
+    if plan is not None:
+        print_plan(plan)
     report_sync(report)
+
+
+#: The keys of a peer's row (``peers --columns``).
+PEER_KEYS = ["address", "port", "static", "origin", "vnets", "tunnel", "tunnel_state"]
 
 
 @click.command(epilog="""\b
 Examples:
   ovsvnet peers
-  ovsvnet peers --json""")
-@json_option
+  ovsvnet peers --json
+  ovsvnet peers --format csv --columns address,tunnel_state""")
+@format_options(PEER_KEYS, PEER_KEYS)
 @pass_session
 def peers(s: Session, as_json: bool) -> None:
     """List peers and the state of their tunnels."""
@@ -114,9 +167,10 @@ def _per_vnet(s: Session, vnet: str | None, as_json: bool, view: str,
 @click.command(epilog="""\b
 Examples:
   ovsvnet varp          # every vnet
-  ovsvnet varp 97 --json""")
+  ovsvnet varp 97 --json
+  ovsvnet varp --format csv --columns vnet,mac,peer""")
 @click.argument("vnet", required=False)
-@json_option
+@format_options(["vnet", "mac", "peer", "idle", "age", "locked"], ["vnet", "mac", "peer", "idle"])
 @pass_session
 def varp(s: Session, vnet: str | None, as_json: bool) -> None:
     """Remote MAC addresses learned per vnet, and the peer each lives behind."""
@@ -137,12 +191,17 @@ def varp_flush(s: Session, vnet: str | None) -> None:
     click.echo("flushed")
 
 
+#: The keys of a domain port's row (``vifs --columns``).
+VIF_KEYS = ["vnet", "bridge", "port", "mac", "port_mac", "owner", "owner_ids", "ofport", "mtu"]
+
+
 @click.command(epilog="""\b
 Examples:
   ovsvnet vifs
-  ovsvnet vifs 97 --json""")
+  ovsvnet vifs 97 --json
+  ovsvnet vifs --format csv --columns port,mac,owner""")
 @click.argument("vnet", required=False)
-@json_option
+@format_options(VIF_KEYS, ["vnet", "bridge", "port", "mac", "owner", "ofport", "mtu"])
 @pass_session
 def vifs(s: Session, vnet: str | None, as_json: bool) -> None:
     """Domain ports plugged into each vnet."""
@@ -186,6 +245,16 @@ def _render_status(data: dict[str, Any]) -> None:
                        f"{a['system_id']}; give each host its own")
         for address, why in sorted((a.get("rejected_peers") or {}).items()):
             click.echo(f"peer {address} has no tunnel: {why}")
+        reg = a.get("registry") or {}
+        if reg:
+            click.echo(f"registry: {reg.get('remotes')}, "
+                       + (f"connected to {reg.get('member')}" if reg.get("connected")
+                          else "not connected")
+                       + (f", TLS failing: {reg['tls_error']}" if reg.get("tls_error") else ""))
+        if reg.get("insecure"):
+            click.echo(f"registry: INSECURE: plain TCP ({reg.get('remotes')}): anyone who "
+                       "reaches it can change this host's vnets and peers; use a TLS registry "
+                       "(docs/registry.md)")
     click.echo("tunnels:")
     table_or(data["tunnels"], [("address", "  PEER"), ("vnets", "VNETS"), ("tunnel", "PORT"),
                                ("tunnel_state", "STATE")], "  none")
@@ -230,6 +299,7 @@ def setup(s: Session, default_vnets: bool) -> None:
     from ovsvnet.doctor import checks
     from ovsvnet.doctor import findings as D
     from ovsvnet.ops import views, vnets
+    from ovsvnet.ops.host import security
     found = checks.run_checks(s.db_remote, s.rundir, timeout=s.timeout, probe=False)
     _print_findings(found)
     if found[0].status == D.FAIL:
@@ -242,8 +312,9 @@ def setup(s: Session, default_vnets: bool) -> None:
         cfgs = [VnetConfig.build(VnetId(n), vnetif=default_vnif_name(VnetId(n)))
                 for n in (2, 3, 4)]
         created, report = vnets.create_many(s.host, cfgs, may_exist=True)
+        sec = security(s.host)
         for cfg in cfgs:
-            print_created(s, cfg, cfg.id in created)
+            print_created(s, cfg, cfg.id in created, sec)
         report_sync(report)
     exit_with(D.exit_code(found))
 
@@ -320,7 +391,9 @@ def insmod(s: Session, params: tuple[str, ...]) -> None:
                                   + ("it is installed; " + D.START_OVS_HINT_LONG
                                      if proc.which("ovs-vswitchd") else
                                      "install it: apt-get install openvswitch-switch"))
-    report = ops_sync.sync(s.host)
+    from ovsvnet.system import progress
+    with progress.task("insmod: sync", steps=6):
+        report = ops_sync.sync(s.host)
     report_sync(report)
     rows, _ = views.list_view(s.host)
     click.echo(f"ready: {len(rows)} vnet(s) in place"

@@ -12,7 +12,15 @@ import click
 
 from ovsvnet import model as M
 from ovsvnet.cli import common as C
-from ovsvnet.cli.common import Session, emit, json_option, pass_session
+from ovsvnet.cli.common import (
+    VNET_COLUMNS,
+    VNET_KEYS,
+    Session,
+    emit,
+    format_options,
+    json_option,
+    pass_session,
+)
 from ovsvnet.config import VnetConfig
 from ovsvnet.errors import NotFoundError
 
@@ -58,11 +66,12 @@ Examples:
   vn vnets                 # like 'ovsvnet list'
   vn vnets -l 97           # plus the bridge's ports
   vn vnets -a              # plus vifs and learned remote MACs (varp)
-  ovsvnet vnets -la --json""")
+  ovsvnet vnets -la --json
+  ovsvnet vnets --format csv --columns short,bridge,mtu""")
 @click.argument("vnets", nargs=-1, metavar="[VNET]...")
 @click.option("-a", "--all", "all_", is_flag=True, help="Add vifs and varp entries.")
 @click.option("-l", "--long", is_flag=True, help="Add the bridge ports.")
-@json_option
+@format_options(VNET_KEYS[:13] + ["vifs", "varp"], [k for k, _ in VNET_COLUMNS])
 @pass_session
 def vnets(s: Session, vnets: tuple[str, ...], all_: bool, long: bool, as_json: bool) -> None:
     """Xen's 'vn vnets': the vnets (all, or those named by id, bridge or vnetif), by id."""
@@ -80,9 +89,13 @@ def vnets(s: Session, vnets: tuple[str, ...], all_: bool, long: bool, as_json: b
 @click.command(epilog="""\b
 Examples:
   vn vnifs
-  ovsvnet vnifs 97 --json""")
+  ovsvnet vnifs 97 --json
+  ovsvnet vnifs --format csv --columns vnetif,mac,addresses""")
 @click.argument("vnets", nargs=-1, metavar="[VNET]...")
-@json_option
+@format_options(["vnet", "vnetif", "bridge", "mac", "mtu", "admin_state", "link_state", "ofport",
+                 "addresses", "error"],
+                ["vnet", "vnetif", "mac", "mtu", "admin_state", "link_state", "addresses",
+                 "error"])
 @pass_session
 def vnifs(s: Session, vnets: tuple[str, ...], as_json: bool) -> None:
     """Xen's 'vn vnifs': the vnets' host interfaces (vnetif) with MAC, MTU, state, addresses."""
@@ -159,13 +172,15 @@ Examples:
 What it does on Open vSwitch: forgets VMAC on that vnet, both in the vnet bridge's MAC
 table and as a learned remote MAC on the transport bridge (like varp-flush for one
 address). It is learned again from the next frame it sends. Exit 4 if the MAC was not
-known.""")
+known (exit 0 with --if-exists; the vnet must exist either way, as ovs-vsctl's
+--if-exists del-port still needs its bridge).""")
 @click.argument("vnet")
 @click.argument("vmac")
 @click.option("-i", "--interface", is_flag=True,
               help="VMAC names an interface; use its MAC.")
+@click.option("--if-exists", is_flag=True, help="No error if VMAC is not known (exit 0).")
 @pass_session
-def vif_delete(s: Session, vnet: str, vmac: str, interface: bool) -> None:
+def vif_delete(s: Session, vnet: str, vmac: str, interface: bool, if_exists: bool) -> None:
     """Xen's 'vn vif-delete': forget VMAC on VNET (local MAC table and learned remote entry)."""
     from ovsvnet.ops import views
     from ovsvnet.ops import vnets as ops_vnets
@@ -180,6 +195,9 @@ def vif_delete(s: Session, vnet: str, vmac: str, interface: bool) -> None:
     if remote:
         views.forget_remote(s.host, cfg, mac)
         forgot.append(f"learned remote entry (peer {remote[0]['peer']})")
+    if not forgot and if_exists:
+        click.echo(f"vnet {cfg.id.short}: {mac} is not known, nothing to forget (--if-exists)")
+        return
     if not forgot:
         raise NotFoundError(f"vmac: {mac} is not known on vnet {cfg.id.short} (nothing to "
                             "forget)")
@@ -190,9 +208,11 @@ def vif_delete(s: Session, vnet: str, vmac: str, interface: bool) -> None:
 Examples:
   vn bridges
   vn bridges -l                 # with each bridge's ports
-  ovsvnet bridges --json""")
+  ovsvnet bridges --json
+  ovsvnet bridges --format csv --columns name,role""")
 @click.option("-l", "--long", is_flag=True, help="List each bridge's ports.")
-@json_option
+@format_options(["name", "ovsvnet", "role", "datapath_type", "fail_mode", "ports"],
+                ["name", "ovsvnet", "role", "datapath_type", "fail_mode", "ports"])
 @pass_session
 def bridges(s: Session, long: bool, as_json: bool) -> None:
     """Xen's 'vn bridges': every OVS bridge and its ports; ovsvnet's are marked '*'."""

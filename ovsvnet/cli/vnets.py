@@ -9,22 +9,32 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import click
 
 from ovsvnet import flows as F
 from ovsvnet import model as M
 from ovsvnet.cli.common import (
+    VNET_COLUMNS,
+    VNET_KEYS,
     Session,
+    dry_run_option,
     emit,
+    format_options,
     json_option,
+    no_dry_run_with_registry,
     pass_session,
+    print_plan,
     render_ports,
     render_vnets,
     report_sync,
 )
 from ovsvnet.config import SECURITY_LEVELS, VnetConfig
+from ovsvnet.errors import NotFoundError
+
+if TYPE_CHECKING:
+    from ovsvnet.desired import Security
 
 
 class VnetBackend(Protocol):
@@ -59,18 +69,41 @@ class LocalVnets:
         self.s = s
 
     def create(self, cfgs: list[VnetConfig], may_exist: bool,
-               chassis: tuple[str, ...]) -> None:
+               chassis: tuple[str, ...], dry_run: bool = False) -> None:
         from ovsvnet.ops import vnets
+        from ovsvnet.ops.host import security
+        from ovsvnet.ops.sync import Plan
+        from ovsvnet.system import progress
         if chassis:
             raise click.UsageError("--chassis goes with --registry (a cluster-wide vnet)")
-        created, report = vnets.create_many(self.s.host, cfgs, may_exist=may_exist)
+        plan = Plan() if dry_run else None
+        with progress.task(f"create {len(cfgs)} vnet{'s' if len(cfgs) > 1 else ''}", steps=6,
+                           large=len(cfgs) >= progress.LARGE):
+            created, report = vnets.create_many(self.s.host, cfgs, may_exist=may_exist,
+                                                plan=plan)
+        if plan is not None:
+            for cfg in cfgs:
+                verb = "would be created" if cfg.id in created else "exists (identical)"
+                click.echo(f"vnet {cfg.id.short} {verb}: bridge {cfg.bridge}, "
+                           f"security {cfg.security}")
+            print_plan(plan)
+            return
+        sec = security(self.s.host)  # once, not per vnet (0.7 s at 500 vnets)
         for cfg in cfgs:
-            print_created(self.s, cfg, cfg.id in created)
+            print_created(self.s, cfg, cfg.id in created, sec)
         report_sync(report)
 
-    def delete(self, text: str, force: bool) -> None:
+    def delete(self, text: str, force: bool, dry_run: bool = False) -> None:
         from ovsvnet.ops import vnets
-        cfg, report = vnets.delete(self.s.host, text, force=force)
+        from ovsvnet.ops.sync import Plan
+        from ovsvnet.system import progress
+        plan = Plan() if dry_run else None
+        with progress.task(f"delete vnet {text}", steps=6):
+            cfg, report = vnets.delete(self.s.host, text, force=force, plan=plan)
+        if plan is not None:
+            click.echo(f"vnet {cfg.id.short} would be deleted (bridge {cfg.bridge})")
+            print_plan(plan)
+            return
         click.echo(f"vnet {cfg.id.short} deleted (bridge {cfg.bridge})")
         report_sync(report)
 
@@ -111,9 +144,10 @@ class LocalVnets:
             click.echo(cfg.to_sxp())
 
 
-def print_created(s: Session, cfg: VnetConfig, created: bool) -> None:
+def print_created(s: Session, cfg: VnetConfig, created: bool,
+                  sec: Security | None = None) -> None:
     from ovsvnet.ops import views
-    view = views.vnet_view(s.host, cfg)
+    view = views.vnet_view(s.host, cfg, sec)
     verb = "created" if created else "exists (identical)"
     extra = f", vnetif {cfg.vnetif}" if cfg.vnetif else ""
     click.echo(f"vnet {cfg.id.short} {verb}: bridge {cfg.bridge}{extra}, "
@@ -172,6 +206,7 @@ Examples:
   ovsvnet create --id 97 --bridge vnet97 --vnetif vnif97
   ovsvnet create --may-exist vnet97.sxp     # no error if the same vnet exists
   ovsvnet create vnets/*.sxp                # many vnets, one transaction
+  ovsvnet create --dry-run --id 97          # the OVSDB rows and flows it would add
   ovsvnet --registry 10.0.0.1,10.0.0.2,10.0.0.3 create --id 97            # every host
   ovsvnet --registry 10.0.0.1 create --id 98 --chassis h1 --chassis h2    # two hosts""")
 @click.argument("files", nargs=-1, type=click.Path(dir_okay=False))
@@ -182,40 +217,75 @@ Examples:
 @click.option("--may-exist", is_flag=True, help="Succeed if an identical vnet exists.")
 @click.option("--chassis", "chassis", multiple=True, metavar="NAME",
               help="With --registry: only these hosts (system-ids) carry it; default all.")
+@dry_run_option
 @pass_session
 def create(s: Session, files: tuple[str, ...], vid: str | None, bridge: str | None,
            vnetif: str | None, security: str | None, may_exist: bool,
-           chassis: tuple[str, ...]) -> None:
+           chassis: tuple[str, ...], dry_run: bool) -> None:
     """Define vnets from SXP FILEs (all or none, one transaction) or from options.
 
     Each FILE holds one expression:
     (vnet (id 97) (bridge vnet97) (vnetif vnif97) (security none))
     With --registry the vnets are defined once for every host that follows the registry.
+    A create of many vnets shows its progress on stderr.
     """
-    backend(s).create(configs_from(files, vid, bridge, vnetif, security), may_exist, chassis)
+    cfgs = configs_from(files, vid, bridge, vnetif, security)
+    _create(s, cfgs, may_exist, chassis, dry_run)
+
+
+def _create(s: Session, cfgs: list[VnetConfig], may_exist: bool, chassis: tuple[str, ...],
+            dry_run: bool) -> None:
+    no_dry_run_with_registry(s, dry_run)
+    if dry_run:
+        LocalVnets(s).create(cfgs, may_exist, chassis, dry_run=True)
+    else:
+        backend(s).create(cfgs, may_exist, chassis)
+
+
+def _delete(s: Session, vnet: str, force: bool, if_exists: bool, dry_run: bool) -> None:
+    no_dry_run_with_registry(s, dry_run)
+    try:
+        if dry_run:
+            LocalVnets(s).delete(vnet, force, dry_run=True)
+        else:
+            backend(s).delete(vnet, force)
+    except NotFoundError:
+        if not if_exists:
+            raise
+        where = "in the registry" if s.registry_remotes else "on this host"
+        click.echo(f"vnet {vnet}: not {where}, nothing to delete (--if-exists)")
+
+
+if_exists_option = click.option(
+    "--if-exists", is_flag=True, help="No error if there is no such vnet (exit 0).")
 
 
 @click.command(epilog="""\b
 Examples:
   ovsvnet delete 97
-  ovsvnet delete vnet97 --force     # also unplugs the domains still attached""")
+  ovsvnet delete vnet97 --force     # also unplugs the domains still attached
+  ovsvnet delete --if-exists 97     # exit 0 when there is no vnet 97
+  ovsvnet delete --dry-run 97       # the OVSDB rows and flows it would remove""")
 @click.argument("vnet")
 @click.option("--force", is_flag=True, help="Delete even if domains are plugged in.")
+@if_exists_option
+@dry_run_option
 @pass_session
-def delete(s: Session, vnet: str, force: bool) -> None:
+def delete(s: Session, vnet: str, force: bool, if_exists: bool, dry_run: bool) -> None:
     """Delete a vnet (by id, bridge or vnetif name) and everything ovsvnet made for it.
 
     With --registry: delete a cluster-wide vnet; every agent removes it from its host.
     """
-    backend(s).delete(vnet, force)
+    _delete(s, vnet, force, if_exists, dry_run)
 
 
 @click.command("list", epilog="""\b
 Examples:
   ovsvnet list
-  ovsvnet list --json | jq '.[].bridge'""")
+  ovsvnet list --json | jq '.[].bridge'
+  ovsvnet list --format csv --columns id,bridge""")
 @click.option("-l", "--long", is_flag=True, help="Show the canonical 8-field ids too.")
-@json_option
+@format_options(VNET_KEYS, [k for k, _ in VNET_COLUMNS])
 @pass_session
 def list_(s: Session, long: bool, as_json: bool) -> None:
     """List the vnets defined on this host (with --registry: the cluster's vnets)."""
@@ -247,16 +317,17 @@ Examples:
 @click.option("-s", "--security", type=click.Choice(SECURITY_LEVELS))
 @click.option("-b", "--bridge", metavar="NAME")
 @click.option("-v", "--vnetif", metavar="NAME")
-@click.option("--may-exist", is_flag=True)
+@click.option("--may-exist", is_flag=True, help="Succeed if an identical vnet exists.")
+@dry_run_option
 @pass_session
 def vnet_create(s: Session, vnet: str, security: str | None, bridge: str | None,
-                vnetif: str | None, may_exist: bool) -> None:
+                vnetif: str | None, may_exist: bool, dry_run: bool) -> None:
     """Xen's vnet-create: VNET is a config file (xm) or an id (vn)."""
     if os.path.exists(vnet):
         (cfg,) = configs_from([vnet], None, bridge, vnetif, security)
     else:
         cfg = VnetConfig.build(vnet, bridge=bridge, vnetif=vnetif, security=security)
-    backend(s).create([cfg], may_exist, ())
+    _create(s, [cfg], may_exist, (), dry_run)
 
 
 @click.command("vnet-delete", epilog="""\b
@@ -267,10 +338,13 @@ Examples:
 @click.option("-b", "--bridge", "with_bridge", is_flag=True,
               help="Accepted for vn compatibility; the bridge always goes with the vnet.")
 @click.option("--force", is_flag=True, help="Delete even if domains are plugged in.")
+@if_exists_option
+@dry_run_option
 @pass_session
-def vnet_delete(s: Session, vnet: str, with_bridge: bool, force: bool) -> None:
+def vnet_delete(s: Session, vnet: str, with_bridge: bool, force: bool, if_exists: bool,
+                dry_run: bool) -> None:
     """Xen's vnet-delete: delete a vnet by id or vnetif name."""
-    backend(s).delete(vnet, force)
+    _delete(s, vnet, force, if_exists, dry_run)
 
 
 @click.command("vnet-list", epilog="""\b

@@ -155,7 +155,9 @@ def stage(txn: Any, db: Ovsdb, layout: Layout, only: frozenset[str] | None = Non
     in_scope = [cfg for cfg in layout.vnets if only is None or cfg.bridge in only]
 
     # Vnet bridges that are no longer defined go first, so a name can be reused at once.
-    for br in db.rows("Bridge") if only is None else []:
+    gone = db.rows("Bridge") if only is None else [
+        br for br in map(db.bridge, sorted(only)) if br is not None]
+    for br in gone:
         if br.external_ids.get(M.ROLE) == M.ROLE_VNET and br.name not in wanted_bridges:
             _delete_bridge(db, br)
 
@@ -186,9 +188,8 @@ def stage(txn: Any, db: Ovsdb, layout: Layout, only: frozenset[str] | None = Non
 
     transport = db.bridge(M.TRANSPORT_BRIDGE)
     if not layout.active_keys:
-        if transport is not None and transport.external_ids.get(M.ROLE) == M.ROLE_TRANSPORT \
-                and only is None:
-            _delete_bridge(db, transport)
+        if transport is not None and transport.external_ids.get(M.ROLE) == M.ROLE_TRANSPORT:
+            _delete_bridge(db, transport)  # no active vnet at all (the layout is the host's)
         return
     bridge, created = _ensure_bridge(
         txn, db, M.TRANSPORT_BRIDGE, {M.ROLE: M.ROLE_TRANSPORT}, layout.datapath_type,

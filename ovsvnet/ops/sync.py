@@ -17,11 +17,12 @@ from ovsvnet import model as M
 from ovsvnet.addresses import is_unicast_host
 from ovsvnet.config import VnetConfig
 from ovsvnet.desired import Layout, StaticPeer
+from ovsvnet.dryrun import RowChange, is_new, staged_changes
 from ovsvnet.errors import NotFoundError, OvsvnetError
 from ovsvnet.ops import state
 from ovsvnet.ops.host import Host, layout_for, peers, security, underlay
 from ovsvnet.ops.reconcile import stage
-from ovsvnet.system import flowstore, ofctl, xfrm
+from ovsvnet.system import flowstore, ofctl, progress, xfrm
 from ovsvnet.vnetid import VnetId
 
 
@@ -38,6 +39,33 @@ class SyncReport:
         return sum(len(c.removed) + len(c.added) for c in self.flow_changes)
 
 
+@dataclass
+class Plan:
+    """What a command would change (``--dry-run``): the rows of its OVSDB transaction, sent
+    to ovsdb-server ending in an ``abort`` (ovs-vsctl's --dry-run: nothing is committed),
+    and the flow changes, computed on the transaction's staged view and not sent. Ports the
+    transaction creates have no OpenFlow number yet: their flows use a stand-in
+    (:attr:`new_ports` maps it to the port's name)."""
+
+    ovsdb: list[RowChange] = field(default_factory=list)
+    flows: list[ofctl.FlowChange] = field(default_factory=list)
+    new_ports: dict[int, str] = field(default_factory=dict)
+    #: compare with the flows in the switch, not with the record (``sync --full``)
+    full: bool = False
+
+    def ofport(self, iface: Any, name: str) -> int | None:
+        if not is_new(iface):
+            return state.ofport(iface)
+        number = next((n for n, p in self.new_ports.items() if p == name), None)
+        if number is None:
+            number = NEW_PORT_BASE + len(self.new_ports)
+            self.new_ports[number] = name
+        return number
+
+
+#: Stand-in OpenFlow numbers of ports a dry run would create (ovs-vswitchd counts from 1).
+NEW_PORT_BASE = 61000
+
 PeerChange = Callable[[list[StaticPeer]], list[StaticPeer]]
 DefsChange = Callable[[dict[VnetId, VnetConfig]], dict[VnetId, VnetConfig]]
 
@@ -45,7 +73,7 @@ DefsChange = Callable[[dict[VnetId, VnetConfig]], dict[VnetId, VnetConfig]]
 def commit(host: Host, change: DefsChange,
            peer_change: PeerChange | None = None, new_peer: str | None = None,
            sources: dict[VnetId, str] | None = None, strict: bool = True,
-           only: frozenset[str] | None = None) -> Layout | None:
+           only: frozenset[str] | None = None, plan: Plan | None = None) -> Layout | None:
     """One transaction: the command's change plus everything derived from it.
 
     ``change(defs)`` returns the new definitions; ``peer_change(statics)`` (staging its own
@@ -53,12 +81,17 @@ def commit(host: Host, change: DefsChange,
     view, then :func:`ovsvnet.ops.reconcile.stage` adds the derived rows. ``sources`` (which
     ``change`` may fill) marks new bridges with where their definition came from.
     Interfaces ovs-vswitchd could not create fail the command (``strict``) or, for a sync,
-    are reported in ``layout.rejected`` so the pass goes on to the flows.
+    are reported in ``layout.rejected`` so the pass goes on to the flows. With ``plan``
+    nothing changes: the transaction and the flows it implies are put there (--dry-run).
     """
     addresses = [t.address for t in peers(host) if is_unicast_host(t.address)]
     und = underlay(host, addresses + ([new_peer] if new_peer else []))
 
     def build(txn: Any) -> Layout:
+        progress.phase("staging the OVSDB change")
+        if plan is not None:  # index the names now, not the rows staged below (never real)
+            host.db.bridge(M.TRANSPORT_BRIDGE)
+            host.db.interface(M.TRANSPORT_BRIDGE)
         defs, _ = state.definitions(host.db)
         new_defs = change(dict(defs))
         statics, bad = state.static_peer_keys(host.db)
@@ -67,10 +100,18 @@ def commit(host: Host, change: DefsChange,
         layout = layout_for(host, list(new_defs.values()), und, statics, sources)
         layout.rejected.update(bad)
         stage(txn, host.db, layout, only)
+        if plan is None:
+            progress.phase("committing; ovs-vswitchd applies the change")
+            return layout
+        plan.flows.clear()  # (a build runs again after a concurrent change)
+        plan.new_ports.clear()
+        apply_flows(host, full=plan.full, plan=plan)  # on the staged view
+        plan.ovsdb[:] = staged_changes(txn)
+        txn.dry_run = True  # python-ovs ends it in an "abort": nothing is committed
         return layout
 
-    layout = host.db.transact_vswitchd(build)
-    if layout is not None and layout.created_interfaces:
+    layout = host.db.transact_vswitchd(build, wait_vswitchd=plan is None)
+    if plan is None and layout is not None and layout.created_interfaces:
         failed = host.db.failed_interfaces(layout.created_interfaces)
         if failed and strict:
             raise OvsvnetError("ovs-vswitchd could not create " + "; ".join(
@@ -81,7 +122,7 @@ def commit(host: Host, change: DefsChange,
 
 
 def apply_flows(host: Host, bridges: set[str] | None = None,
-                full: bool = False) -> SyncReport:
+                full: bool = False, plan: Plan | None = None) -> SyncReport:
     """Bring the transport bridge's flows to the desired set, sending only differences.
 
     Vnet bridges need no programming: they run ``fail_mode=standalone``, for which
@@ -89,11 +130,17 @@ def apply_flows(host: Host, bridges: set[str] | None = None,
     The transport bridge's installed flows are remembered (:mod:`ovsvnet.system.flowstore`),
     so a pass with nothing to change sends and reads nothing. ``bridges`` limits the work to
     those bridges; ``full`` reads the flows back from the switch and repairs hand edits.
+    With ``plan`` (inside a dry run's transaction, on its staged view) the changes go there,
+    unsent, and the kernel's IPsec policies are only looked at.
     """
     db = host.db
-    db.run()
+    if plan is None:
+        db.run()
+        progress.phase("bringing the flows in line")
+        transport = db.bridge(M.TRANSPORT_BRIDGE)
+    else:  # the name index does not know the rows this transaction inserts or deletes
+        transport = next((b for b in db.rows("Bridge") if b.name == M.TRANSPORT_BRIDGE), None)
     report = SyncReport()
-    transport = db.bridge(M.TRANSPORT_BRIDGE)
     if transport is None or transport.external_ids.get(M.ROLE) != M.ROLE_TRANSPORT:
         return report
     if bridges is not None and M.TRANSPORT_BRIDGE not in bridges:
@@ -107,7 +154,7 @@ def apply_flows(host: Host, bridges: set[str] | None = None,
     # The guard and the arming gate (see secure_arming): a secure tunnel port gets flows
     # only while its IPsec policies and ovsvnet's own block policies are in the kernel.
     armed = secure_arming(host, transport,
-                          want_guard=any(code != 0 for code in active.values()),
+                          want_guard=None if plan else any(c != 0 for c in active.values()),
                           failed=report.failed)
     for port in transport.ports:
         ids = port.external_ids
@@ -115,7 +162,7 @@ def apply_flows(host: Host, bridges: set[str] | None = None,
         if role not in (M.ROLE_PATCH, M.ROLE_TUNNEL):
             continue
         iface = port.interfaces[0]
-        ofp = state.ofport(iface)
+        ofp = plan.ofport(iface, port.name) if plan is not None else state.ofport(iface)
         if ofp is None:
             report.failed.append(f"{port.name}: {(iface.error or ['no OpenFlow port'])[0]}")
             continue
@@ -132,8 +179,14 @@ def apply_flows(host: Host, bridges: set[str] | None = None,
             tunnel_ports.append(F.TunnelPort(address, ofp, d.vnets if d else None, level))
     identity = flowstore.switch_identity(host.rundir, transport.uuid,
                                          transport.datapath_type)
-    change = flowstore.install(host.rundir, M.TRANSPORT_BRIDGE,
-                               F.transport_flows(vnet_ports, tunnel_ports), identity, full)
+    desired = F.transport_flows(vnet_ports, tunnel_ports)
+    if plan is not None:
+        plan.flows.append(ofctl.FlowChange(M.TRANSPORT_BRIDGE, [], [f.render() for f in desired],
+                                           replaced=True) if is_new(transport) else
+                          flowstore.install(host.rundir, M.TRANSPORT_BRIDGE, desired,
+                                            identity, full, dry_run=True))
+        return report
+    change = flowstore.install(host.rundir, M.TRANSPORT_BRIDGE, desired, identity, full)
     report.flow_changes.append(change)
     if change.removed:
         # a tunnel may be gone: MACs learned behind it would send frames nowhere
@@ -208,15 +261,18 @@ def secure_arming(host: Host, transport: Any = None, *, want_guard: bool | None 
 
 
 def sync(host: Host, full: bool = False, change: DefsChange | None = None,
-         sources: dict[VnetId, str] | None = None) -> SyncReport:
+         sources: dict[VnetId, str] | None = None, plan: Plan | None = None) -> SyncReport:
     """Reconcile OVSDB rows and flows with the stored definitions and peers.
 
     The agent passes ``change`` (and ``sources``) to fold the cluster registry's vnets in,
     in the same transaction (see :func:`ovsvnet.registry.model.plan`). ``full`` also reads
-    the flows back from the switch (see :func:`apply_flows`).
+    the flows back from the switch (see :func:`apply_flows`); ``plan``: a dry run.
     """
-    layout = commit(host, change or (lambda defs: defs), sources=sources, strict=False)
-    report = apply_flows(host, full=full)
+    if plan is not None:
+        plan.full = full
+    layout = commit(host, change or (lambda defs: defs), sources=sources, strict=False,
+                    plan=plan)
+    report = apply_flows(host, full=full) if plan is None else SyncReport()
     if layout is not None:
         report.rejected = dict(layout.rejected)
     return report
@@ -258,15 +314,18 @@ def in_place(host: Host, bridge: str) -> bool:
                for line in ofctl.dump_vnet(host.rundir, M.TRANSPORT_BRIDGE, cfg.key))
 
 
-def sync_bridges(host: Host, bridges: list[str], full: bool = False) -> SyncReport:
+def sync_bridges(host: Host, bridges: list[str], full: bool = False,
+                 plan: Plan | None = None) -> SyncReport:
     """:func:`sync` for a hook that is about to plug (or has plugged) domains into
     ``bridges``: nothing when they are in place (see :func:`in_place`), else a whole pass."""
     if not full and all([in_place(host, b) for b in bridges]):
         return SyncReport()
     # something was missing: put those vnets (and the tunnels) in place, no other vnet, and
     # compare the flows with the switch (trust no record)
-    layout = commit(host, lambda defs: defs, strict=False, only=frozenset(bridges))
-    report = apply_flows(host, full=True)
+    if plan is not None:
+        plan.full = True
+    layout = commit(host, lambda defs: defs, strict=False, only=frozenset(bridges), plan=plan)
+    report = apply_flows(host, full=True) if plan is None else SyncReport()
     if layout is not None:
         report.rejected = dict(layout.rejected)
     return report

@@ -146,7 +146,20 @@ def varp_view(host: Host, cfg: VnetConfig | None = None) -> list[dict[str, Any]]
 
 def varp_flush(host: Host, cfg: VnetConfig | None = None) -> None:
     if host.db.bridge(M.TRANSPORT_BRIDGE) is not None:
+        _purge_datapath_flows(host)
         ofctl.flush_learned(host.rundir, M.TRANSPORT_BRIDGE, cfg.key if cfg else None)
+
+
+def _purge_datapath_flows(host: Host) -> None:
+    """Drop ovs-vswitchd's datapath flows before deleting learned MACs: it re-applies the
+    learn actions of the datapath flows that carried a MAC's last frames when it pushes
+    their statistics (see ovsvnet.flows, "Why the lock"), which re-created a forgotten MAC
+    at once. Purged first, their last statistics are pushed before the delete; traffic
+    takes one upcall each to set them up again."""
+    try:
+        unixctl.vswitchd(host.rundir, "revalidator/purge")
+    except OvsvnetError:
+        pass  # an older ovs-vswitchd: the entry comes back until its flows idle out
 
 
 def vifs_view(host: Host, cfg: VnetConfig | None = None) -> list[dict[str, Any]]:
@@ -275,7 +288,12 @@ def interface_mac(host: Host, name: str) -> str:
 
 
 def local_mac(host: Host, cfg: VnetConfig, mac: str) -> dict[str, Any] | None:
-    """Where the vnet bridge's MAC table has ``mac`` (port name, age), or None."""
+    """Where the vnet bridge's MAC table has ``mac`` on this host (port name, age), or None.
+
+    An entry on the patch port is the bridge's note that the MAC is behind the transport
+    bridge, i.e. remote (:func:`varp_view` shows where): not a local one. ovs-vswitchd
+    also re-learns it from the datapath flows that carried its last frames for a few
+    seconds after it is deleted, so counting it made "forget" look undone."""
     text = unixctl.vswitchd(host.rundir, "fdb/show", cfg.bridge)
     names = {}
     bridge = host.db.bridge(cfg.bridge)
@@ -284,9 +302,11 @@ def local_mac(host: Host, cfg: VnetConfig, mac: str) -> dict[str, Any] | None:
         if ofp is not None:
             names[str(ofp)] = port.name
     names["LOCAL"] = cfg.bridge
+    patch = M.vnet_patch_name(cfg.key)
     for row in parse_fdb(text):
-        if row["mac"] == mac:
-            return {"port": names.get(row["port"], row["port"]), "age": row["age"]}
+        port = names.get(row["port"], row["port"])
+        if row["mac"] == mac and port != patch:
+            return {"port": port, "age": row["age"]}
     return None
 
 
@@ -304,4 +324,5 @@ def forget_local(host: Host, cfg: VnetConfig, mac: str, port: str) -> None:
 
 
 def forget_remote(host: Host, cfg: VnetConfig, mac: str) -> None:
+    _purge_datapath_flows(host)
     ofctl.forget_learned(host.rundir, M.TRANSPORT_BRIDGE, cfg.key, mac)

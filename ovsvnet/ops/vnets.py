@@ -10,7 +10,7 @@ from ovsvnet.config import VnetConfig
 from ovsvnet.errors import ConflictError, NotFoundError
 from ovsvnet.ops import state
 from ovsvnet.ops.host import Host
-from ovsvnet.ops.sync import SyncReport, apply_flows, commit
+from ovsvnet.ops.sync import Plan, SyncReport, apply_flows, commit
 from ovsvnet.vnetid import VnetId
 
 
@@ -32,10 +32,11 @@ def name_in_use(host: Host, name: str) -> str | None:
     return None
 
 
-def create_many(host: Host, cfgs: list[VnetConfig],
-                may_exist: bool = False) -> tuple[set[VnetId], SyncReport]:
+def create_many(host: Host, cfgs: list[VnetConfig], may_exist: bool = False,
+                plan: Plan | None = None) -> tuple[set[VnetId], SyncReport]:
     """Define vnets in one transaction (all or none). Returns the ids actually created;
-    with ``may_exist`` an identical existing definition is accepted and left as it is."""
+    with ``may_exist`` an identical existing definition is accepted and left as it is.
+    With ``plan`` nothing changes: the ids are those that would be created (--dry-run)."""
     wanted = rules.unique_request(cfgs, lambda c: c)
     created: set[VnetId] = set()
 
@@ -47,7 +48,10 @@ def create_many(host: Host, cfgs: list[VnetConfig],
         created.update(new)
         return {**defs, **{vid: wanted[vid] for vid in new}}
 
-    commit(host, change)
+    # only the new vnets (and the tunnels) are staged: the other 999 are not looked at
+    commit(host, change, only=frozenset(c.bridge for c in wanted.values()), plan=plan)
+    if plan is not None:
+        return created, SyncReport()
     bridges = {c.bridge for c in wanted.values()} | {M.TRANSPORT_BRIDGE}
     return created, apply_flows(host, bridges)
 
@@ -58,7 +62,8 @@ def create(host: Host, cfg: VnetConfig, may_exist: bool = False) -> tuple[bool, 
     return cfg.id in created, report
 
 
-def delete(host: Host, text: str, force: bool = False) -> tuple[VnetConfig, SyncReport]:
+def delete(host: Host, text: str, force: bool = False,
+           plan: Plan | None = None) -> tuple[VnetConfig, SyncReport]:
     cfg = resolve(host, text)
     if state.sources(host.db).get(cfg.id) == "registry":
         raise ConflictError(f"vnet {cfg.id.short} comes from the cluster registry (the agent "
@@ -77,5 +82,5 @@ def delete(host: Host, text: str, force: bool = False) -> tuple[VnetConfig, Sync
         del defs[cfg.id]
         return defs
 
-    commit(host, change)
-    return cfg, apply_flows(host, {M.TRANSPORT_BRIDGE})
+    commit(host, change, only=frozenset({cfg.bridge}), plan=plan)
+    return cfg, apply_flows(host, {M.TRANSPORT_BRIDGE}) if plan is None else SyncReport()

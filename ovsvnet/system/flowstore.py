@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ovsvnet import flows as F
-from ovsvnet.system import ofctl, proc
+from ovsvnet.system import ofctl, proc, progress
 
 FlowKey = tuple[int, int, str]
 
@@ -99,7 +99,7 @@ def save(rundir: str, bridge: str, record: Record) -> None:
     data = {"identity": record.identity,
             "flows": [[t, p, m, r] for (t, p, m), r in sorted(record.flows.items())]}
     with open(tmp, "w") as f:
-        json.dump(data, f, separators=(",", ":"))
+        f.write(json.dumps(data, separators=(",", ":")))  # dumps: the C encoder, dump is not
     os.replace(tmp, path)
     st = path.stat()
     _loaded[str(path)] = ((st.st_ino, st.st_mtime_ns, st.st_size), record)
@@ -125,25 +125,36 @@ def _delete_strict(key: FlowKey) -> str:
 
 
 def install(rundir: str, bridge: str, desired: list[F.Flow], identity: str | None,
-            full: bool = False) -> ofctl.FlowChange:
-    """Make the bridge's static ovsvnet flows ``desired``; see the module's docstring."""
+            full: bool = False, dry_run: bool = False) -> ofctl.FlowChange:
+    """Make the bridge's static ovsvnet flows ``desired``; see the module's docstring.
+    ``dry_run``: only say what would change (compared the same way), send and record
+    nothing."""
     want = {(f.table, f.priority, f.match): f.render() for f in desired}
     with locked(rundir, bridge):
         record = None if full or identity is None else load(rundir, bridge)
         if record is None:
+            if dry_run:  # read back and compare, as ofctl.apply does, without the bundle
+                return ofctl.FlowChange(bridge, *ofctl.diff(
+                    [x for x in ofctl.dump(rundir, bridge) if ofctl.is_static_ovsvnet(x)],
+                    desired))
+            progress.phase("comparing with the flows in ovs-vswitchd, sending the difference")
             change = ofctl.apply(rundir, bridge, desired)  # read back and compare
         elif record.identity == identity:
             removed = [k for k in record.flows if k not in want]
             added = [rendered for k, rendered in want.items() if record.flows.get(k) != rendered]
             mods = [_delete_strict(k) for k in removed] + [f"flow add {r}" for r in added]
-            if not mods:
-                return ofctl.FlowChange(bridge, [], [])  # nothing sent, nothing to record
+            if not mods or dry_run:  # nothing sent, nothing to record
+                return ofctl.FlowChange(bridge, [record.flows[k] for k in removed], added)
+            progress.phase(f"sending {len(mods)} flow changes to ovs-vswitchd")
             ofctl.bundle(rundir, bridge, mods)
             change = ofctl.FlowChange(bridge, [record.flows[k] for k in removed], added)
         else:
+            if dry_run:
+                return ofctl.FlowChange(bridge, [], list(want.values()), replaced=True)
             mods = [f"flow delete cookie={F.cookie(kind):#x}/{F.KIND_MASK:#x}"
                     for kind in STATIC_KINDS]
             mods += [f"flow add {r}" for r in want.values()]
+            progress.phase(f"replacing all {len(want)} flows in ovs-vswitchd")
             ofctl.bundle(rundir, bridge, mods)
             change = ofctl.FlowChange(bridge, [], list(want.values()), replaced=True)
         if identity is not None:

@@ -411,7 +411,7 @@ def test_vn_vif_add_and_delete(net):
     assert json.loads(res[2][1]) == {"added": False, "local": None, "mac": "02:00:00:00:00:99",
                                      "remote": None, "vnet": "0097"}
     assert "not a MAC address" in res[3][2]
-    assert f"forgot {g2.mac}: " in res[6][1]
+    assert f"forgot {g2.mac}: learned remote entry" in res[6][1]
     assert f"learned remote entry (peer {net.host('h2').address})" in res[6][1]
     assert g2.mac not in [e["mac"] for e in json.loads(res[7][1])]
     assert "is not known on vnet 0097" in res[8][2]

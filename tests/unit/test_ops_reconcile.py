@@ -101,3 +101,39 @@ def test_ipsec_is_gated_on_the_transport_bridges_real_datapath(db):
     db.run()
     assert state.datapath_type(db) == "system"  # what new bridges would get
     assert state.effective_datapath(db) == "netdev"  # what the tunnels really use
+
+
+def test_a_scoped_stage_touches_only_its_vnets(db):
+    """What create, delete and a hook's repair stage: their vnets and the tunnels, while
+    another vnet's missing patch port stays missing and its bridge stays."""
+    v97, v98, v99 = (VnetConfig.build(k) for k in ("97", "98", "99"))
+    apply(db, [v97, v98], [TunnelSpec("192.0.2.2")])
+    db.transact(lambda txn: [_drop(db, B98, "vt-000098")])
+    db.run()
+    lay = layout([v97, v98, v99], [TunnelSpec("192.0.2.2")], NO_IPSEC, UND,
+                 datapath_type="netdev", local_ip_setting=None)
+    db.transact_vswitchd(lambda txn: stage(txn, db, lay, only=frozenset({v99.bridge})),
+                         wait_vswitchd=False)
+    db.run()
+    assert "vt-000099" in ports(db, v99.bridge)
+    assert "vt-000098" not in ports(db, B98)  # not in scope: not repaired
+    assert {"vp-000097", "vp-000098", "vp-000099"} <= set(ports(db, M.TRANSPORT_BRIDGE))
+    # a scoped delete removes its own bridge and patch, nothing else
+    lay = layout([v98, v99], [TunnelSpec("192.0.2.2")], NO_IPSEC, UND,
+                 datapath_type="netdev", local_ip_setting=None)
+    db.transact_vswitchd(lambda txn: stage(txn, db, lay, only=frozenset({B97})),
+                         wait_vswitchd=False)
+    db.run()
+    assert db.bridge(B97) is None and db.bridge(B98) is not None
+    assert "vp-000097" not in ports(db, M.TRANSPORT_BRIDGE)
+    assert "vp-000098" in ports(db, M.TRANSPORT_BRIDGE)
+
+
+def _drop(db: Ovsdb, bridge: str, port: str) -> None:
+    br = db.bridge(bridge)
+    for p in br.ports:
+        if p.name == port:
+            br.delvalue("ports", p)
+            for iface in p.interfaces:
+                iface.delete()
+            p.delete()

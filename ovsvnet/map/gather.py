@@ -34,17 +34,9 @@ def tunnel_ports(host: Host) -> list[dict[str, Any]]:
 
 def registry_facts(client: RegistryClient) -> dict[str, Any]:
     """The registry's vnets (with their scope) and chassis (with what each reports)."""
+    from ovsvnet.registry.client import chassis_progress  # only with --registry
     vnets, broken = client.vnets()
-    private = {r.name: r for r in client.rows("Chassis_Private")}
-    next_cfg = client.next_cfg()
-    chassis = []
-    for ch in sorted(client.rows("Chassis"), key=lambda r: r.name):
-        p = private.get(ch.name)
-        cfg = int(p.cfg) if p is not None else None
-        chassis.append({"name": ch.name, "hostname": ch.hostname, "address": ch.address,
-                        "vnets": sorted(ch.vnets), "cfg": cfg,
-                        "behind": cfg is None or cfg < next_cfg,
-                        "conflicts": dict(p.conflicts) if p is not None else {}})
+    next_cfg, chassis = chassis_progress(client)
     return {"next_cfg": next_cfg, "broken": broken, "chassis": chassis,
             "vnets": [{"id": rv.cfg.id.canonical, "key": rv.cfg.key,
                        "security": rv.cfg.security, "chassis": sorted(rv.chassis)}

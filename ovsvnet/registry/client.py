@@ -215,9 +215,9 @@ def list_view(client: RegistryClient) -> tuple[list[dict[str, Any]], dict[str, s
                                                               key=lambda i: i[0].value)], broken
 
 
-def status_view(client: RegistryClient) -> dict[str, Any]:
-    """Contents and how far each host has got: Registry.next_cfg against Chassis_Private.cfg."""
-    vnets, broken = client.vnets()
+def chassis_progress(client: RegistryClient) -> tuple[int, list[dict[str, Any]]]:
+    """``Registry.next_cfg`` and each chassis (by name) with the vnets it carries and how far
+    it has got: its ``Chassis_Private.cfg`` against that next_cfg."""
     private = {r.name: r for r in client.rows("Chassis_Private")}
     next_cfg = client.next_cfg()
     chassis = []
@@ -225,9 +225,18 @@ def status_view(client: RegistryClient) -> dict[str, Any]:
         p = private.get(ch.name)
         cfg = int(p.cfg) if p is not None else None
         chassis.append({"name": ch.name, "hostname": ch.hostname, "address": ch.address,
-                        "vnets": len(ch.vnets), "cfg": cfg,
+                        "vnets": sorted(ch.vnets), "cfg": cfg,
                         "behind": cfg is None or cfg < next_cfg,
                         "conflicts": dict(p.conflicts) if p is not None else {}})
+    return next_cfg, chassis
+
+
+def status_view(client: RegistryClient) -> dict[str, Any]:
+    """Contents and how far each host has got: Registry.next_cfg against Chassis_Private.cfg."""
+    vnets, broken = client.vnets()
+    next_cfg, chassis = chassis_progress(client)
+    for ch in chassis:
+        ch["vnets"] = len(ch["vnets"])
     connected_to = client.db.remote()
     return {"remotes": client.remotes, "connected_to": connected_to,
             "insecure": bool(connected_to and connected_to.startswith("tcp:")),
